@@ -1,0 +1,1 @@
+"""What users run to trust the pipeline: latency sweeps, accuracy parity, and the demo."""

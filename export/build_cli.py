@@ -1,0 +1,120 @@
+"""``m2ae build``: the command line over ``trt_builder.build_engine``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from m2ae.export.engine_cache import CACHE_DIR_ENV, complete_profile
+
+_DESCRIPTION = """\
+Build a TensorRT engine from an m2ae ONNX export, with one optimisation profile over
+the image's height and width. Precision comes from the ONNX: build an fp32, fp16
+(`m2ae export --precision fp16`) or int8 QDQ ONNX; every one builds as a strongly typed
+network on TensorRT 10 and 11. Engines are cached by ONNX, TensorRT version, GPU,
+plugin library and profile, so a repeated build returns at once. The engine is
+written with a JSON sidecar (ENGINE.json) that `m2ae infer --model ENGINE` reads.
+"""
+
+_EPILOG = """\
+defaults: desktop GPUs --min 256x256 --opt 1024x1024 --max 2160x3840 and no workspace
+limit; Jetson Orin --opt 720x1280 --max 1080x1920 --workspace 1024; Jetson Thor
+--opt 1080x1920 --max 1440x2560 --workspace 4096 (sides rounded up to the network's
+multiple). Needs TensorRT and an NVIDIA GPU: `pip install 'm2ae[trt]'` on a desktop,
+JetPack's python3-libnvinfer on Jetson.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "build",
+        help="build a TensorRT engine from an ONNX export",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--onnx", required=True, type=Path, help="the ONNX file from `m2ae export`")
+    parser.add_argument(
+        "--plugin",
+        default="auto",
+        metavar="auto|PATH",
+        help="the m2ae TensorRT plugin library; 'auto' (default) loads the built one when the ONNX "
+        "uses the m2ae ops (plugin exports) and nothing for portable and dense exports",
+    )
+    parser.add_argument("--min", metavar="HxW", help="smallest image the engine accepts, height x width")
+    parser.add_argument("--opt", metavar="HxW", help="the image size TensorRT tunes kernels for")
+    parser.add_argument(
+        "--max",
+        metavar="HxW",
+        help="largest image the engine accepts; sides must be multiples of the network's multiple, "
+        "and sides you leave out default to this machine's values, moved to fit the ones you give",
+    )
+    parser.add_argument("--batch", type=int, default=1, help="images per inference (default 1)")
+    parser.add_argument(
+        "--workspace", type=int, metavar="MiB", help="cap on TensorRT's scratch memory while building and running"
+    )
+    parser.add_argument(
+        "--dla",
+        type=int,
+        metavar="N",
+        help="Jetson only: run on DLA core N, with GPU fallback for the m2ae ops and other layers DLA lacks",
+    )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="TensorRT 10 only: let TensorRT pick fp16 kernels for an fp32 ONNX (weakly typed build); "
+        "on TensorRT 11 export an fp16 ONNX instead (`m2ae export --precision fp16`)",
+    )
+    parser.add_argument("--out", type=Path, help="where to write the engine (default: the ONNX path with .engine)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help=f"engine and timing cache folder (default: ${CACHE_DIR_ENV} or ~/.cache/m2ae/engines)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="build even if the cache holds this engine")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def _command_line(args: argparse.Namespace) -> list[str]:
+    """The command as a user would retype it, recorded in the sidecar."""
+    line = ["m2ae", "build", "--onnx", str(args.onnx)]
+    for option in ("plugin", "min", "opt", "max", "workspace", "dla", "out", "cache_dir"):
+        value = getattr(args, option)
+        if value is not None and not (option == "plugin" and value == "auto"):
+            line += [f"--{option.replace('_', '-')}", str(value)]
+    if args.batch != 1:
+        line += ["--batch", str(args.batch)]
+    line += [f"--{flag.replace('_', '-')}" for flag in ("fp16", "no_cache") if getattr(args, flag)]
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
+    from m2ae.export.platform_info import detect_platform
+    from m2ae.export.trt_builder import BuildConfig, build_defaults, build_engine, read_onnx_info
+
+    info = read_onnx_info(args.onnx)
+    platform = detect_platform()
+    profile = None
+    if args.min or args.opt or args.max:
+        defaults = build_defaults(platform, info.multiple).profile
+        profile = complete_profile(args.min, args.opt, args.max, defaults, info.multiple)
+    config = BuildConfig(
+        onnx=args.onnx,
+        out=args.out,
+        plugin=args.plugin,
+        profile=profile,
+        batch=args.batch,
+        workspace_mib=args.workspace,
+        dla_core=args.dla,
+        fp16=args.fp16,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        progress=not args.quiet,
+        command=tuple(_command_line(args)),
+    )
+    result = build_engine(config, platform)
+    how = "from the engine cache" if result.cached else f"built in {result.sidecar.build_seconds:.1f} s"
+    print(f"{result.engine_path} ({how}; {result.sidecar.key.profile})", file=sys.stdout)
+    return 0

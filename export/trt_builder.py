@@ -1,0 +1,455 @@
+"""ONNX -> TensorRT engine: the one place that drives the TensorRT builder.
+
+Precision lives in the ONNX (DESIGN.md section 4): fp32, fp16 and int8 QDQ ONNX all
+build as *strongly typed* networks, the only kind TensorRT 11 builds. On TensorRT 10,
+``fp16=True`` on an fp32 ONNX is also accepted (the legacy weakly typed
+``BuilderFlag.FP16`` build). One optimisation profile covers the image's H and W, a
+timing cache per TensorRT version and GPU speeds up rebuilds, and engines are cached
+by ``engine_cache.cache_key``. TensorRT is imported only when a build runs; everything
+that decides *what* to build is plain Python and testable without it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+
+from m2ae import __version__, atomic
+from m2ae.errors import UserError
+from m2ae.export.engine_cache import (
+    EngineCache,
+    EngineKey,
+    Profile,
+    Shape,
+    Sidecar,
+    cache_key,
+    file_sha256,
+    round_up_shape,
+    sidecar_path,
+    validate_profile,
+)
+from m2ae.export.platform_info import PlatformInfo, detect_platform
+from m2ae.runtime.base import INPUT_IMAGE, INPUT_MASK
+from m2ae.trt_plugins import DOMAIN
+
+PLUGIN_AUTO = "auto"
+DESKTOP_INSTALL = "pip install 'm2ae[trt]'"
+JETSON_INSTALL = "sudo apt install python3-libnvinfer (JetPack's TensorRT Python bindings) and pip install pycuda"
+FP16_EXPORT_HINT = "m2ae export --precision fp16"
+_INPUT_CHANNELS = {INPUT_IMAGE: 3, INPUT_MASK: 1}
+
+
+# ---------------------------------------------------------------- what is there
+
+
+def install_hint(platform: PlatformInfo) -> str:
+    return JETSON_INSTALL if platform.is_jetson else DESKTOP_INSTALL
+
+
+def require_tensorrt(platform: PlatformInfo | None = None) -> ModuleType:
+    """Import TensorRT, or raise UserError saying how to install it on this machine."""
+    try:
+        import tensorrt
+    except (ImportError, OSError) as exc:
+        platform = platform or detect_platform()
+        raise UserError(f"TensorRT is not installed ({exc}); install it with: {install_hint(platform)}") from None
+    return tensorrt
+
+
+def require_gpu(platform: PlatformInfo) -> None:
+    if not platform.has_gpu:
+        driver = "no CUDA driver found" if platform.cuda_driver_version is None else "the CUDA driver sees no GPU"
+        raise UserError(
+            f"TensorRT needs an NVIDIA GPU and {driver}; run this on a machine with one "
+            "(`nvidia-smi` should list it, on Jetson the GPU comes with JetPack)"
+        )
+
+
+def tensorrt_major(version: str) -> int:
+    return int(version.split(".", 1)[0])
+
+
+# ---------------------------------------------------------------- the ONNX
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    """What the builder needs to know about an ONNX file, read without its weights."""
+
+    path: Path
+    sha256: str
+    metadata: dict[str, str]
+    inputs: dict[str, tuple[int | str, ...]]  # name -> dims (int, or a symbolic name)
+    uses_m2ae_ops: bool
+
+    @property
+    def multiple(self) -> int:
+        value = self.metadata.get("m2ae.multiple")
+        if value is None:
+            return 1
+        try:
+            multiple = int(value)
+        except ValueError:
+            raise UserError(f"{self.path}: metadata m2ae.multiple={value!r} is not an integer") from None
+        if multiple < 1:
+            raise UserError(f"{self.path}: metadata m2ae.multiple={value!r} must be positive")
+        return multiple
+
+    @property
+    def precision(self) -> str | None:
+        return self.metadata.get("m2ae.precision")
+
+
+def read_onnx_info(path: str | Path) -> OnnxInfo:
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--onnx {path}: no such file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, ... for a bad file
+        raise UserError(f"--onnx {path}: not a readable ONNX model ({exc})") from None
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        inputs[value.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+    uses_ops = any(node.domain == DOMAIN for node in model.graph.node) or any(
+        node.domain == DOMAIN for function in model.functions for node in function.node
+    )
+    return OnnxInfo(
+        path=path.resolve(),
+        sha256=file_sha256(path),
+        metadata={prop.key: prop.value for prop in model.metadata_props},
+        inputs=inputs,
+        uses_m2ae_ops=uses_ops,
+    )
+
+
+# ---------------------------------------------------------------- what to build
+
+
+@dataclass(frozen=True)
+class BuildDefaults:
+    profile: Profile
+    workspace_mib: int | None  # None: TensorRT's default (the whole device memory)
+
+
+# Jetson boards share a few GB between CPU and GPU: a smaller workspace and a 1080p
+# max profile keep a build from starving the system. Thor has far more memory than Orin.
+_DESKTOP_DEFAULTS = ((256, 256), (1024, 1024), (2160, 3840), None)
+_JETSON_DEFAULTS = {
+    "orin": ((256, 256), (720, 1280), (1080, 1920), 1024),
+    "thor": ((256, 256), (1080, 1920), (1440, 2560), 4096),
+}
+_UNKNOWN_JETSON_DEFAULTS = _JETSON_DEFAULTS["orin"]
+
+
+def build_defaults(platform: PlatformInfo, multiple: int = 1) -> BuildDefaults:
+    """Profile and workspace defaults for this machine, sides rounded up to ``multiple``."""
+    if platform.is_jetson:
+        low, opt, high, workspace = _JETSON_DEFAULTS.get(platform.jetson_model or "", _UNKNOWN_JETSON_DEFAULTS)
+    else:
+        low, opt, high, workspace = _DESKTOP_DEFAULTS
+    # Rounding up keeps the named resolution inside the profile after padding to `multiple`.
+    profile = Profile(*(round_up_shape(shape, multiple) for shape in (low, opt, high)))
+    return BuildDefaults(profile=profile, workspace_mib=workspace)
+
+
+def strongly_typed_for(fp16: bool, onnx_precision: str | None, trt_major: int, onnx_path: Path) -> bool:
+    """Whether to build strongly typed; raise UserError for an --fp16 request that can't work."""
+    if not fp16:
+        return True
+    if onnx_precision not in (None, "fp32"):
+        raise UserError(
+            f"--fp16: {onnx_path} is already a {onnx_precision} ONNX and builds in that precision; drop --fp16"
+        )
+    if trt_major >= 11:
+        raise UserError(
+            f"--fp16: TensorRT {trt_major} builds only strongly typed networks, so precision must come from the "
+            f"ONNX; make an fp16 ONNX with `{FP16_EXPORT_HINT}` and build that without --fp16"
+        )
+    return False
+
+
+def check_dla_request(dla_core: int | None, platform: PlatformInfo) -> None:
+    if dla_core is None:
+        return
+    if dla_core < 0:
+        raise UserError(f"--dla {dla_core}: the DLA core index must be 0 or more")
+    if not platform.is_jetson:
+        raise UserError(f"--dla {dla_core}: DLA cores exist only on Jetson boards; drop --dla on this machine")
+
+
+def input_profile_shapes(
+    inputs: dict[str, tuple[int | str, ...]], profile: Profile, batch: int, onnx_path: Path
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """(min, opt, max) NCHW shapes for every network input, from the H/W profile."""
+    if INPUT_IMAGE not in inputs:
+        raise UserError(f"{onnx_path}: no input named {INPUT_IMAGE!r}; is this an m2ae export?")
+    shapes = {}
+    for name, dims in inputs.items():
+        if name not in _INPUT_CHANNELS:
+            raise UserError(
+                f"{onnx_path}: unexpected input {name!r}; m2ae models take {INPUT_IMAGE!r} and {INPUT_MASK!r}"
+            )
+        if len(dims) != 4:
+            raise UserError(f"{onnx_path}: input {name!r} must be [N,C,H,W], got {len(dims)} dimensions")
+        n, c, h, w = dims
+        if isinstance(n, int) and n > 0 and n != batch:
+            raise UserError(f"--batch {batch}: {onnx_path} has a fixed batch of {n} on {name!r}")
+        channels = c if isinstance(c, int) and c > 0 else _INPUT_CHANNELS[name]
+        fixed_hw = (h, w) if all(isinstance(d, int) and d > 0 for d in (h, w)) else None
+        if fixed_hw is not None and not profile.min == profile.opt == profile.max == fixed_hw:
+            side = f"{fixed_hw[0]}x{fixed_hw[1]}"
+            raise UserError(
+                f"{onnx_path}: input {name!r} has a fixed size {side}; "
+                f"build with --min {side} --opt {side} --max {side}"
+            )
+
+        def nchw(hw: Shape) -> tuple[int, ...]:
+            return (batch, channels, hw[0], hw[1])
+
+        shapes[name] = (nchw(profile.min), nchw(profile.opt), nchw(profile.max))
+    return shapes
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """One `m2ae build`: which ONNX, for which shapes, where the engine goes."""
+
+    onnx: Path
+    out: Path | None = None  # default: the ONNX path with suffix .engine
+    plugin: str = PLUGIN_AUTO  # "auto" (load the m2ae plugin if the ONNX uses its ops) or a library path
+    profile: Profile | None = None  # default: build_defaults() for this machine
+    batch: int = 1
+    workspace_mib: int | None = None  # default: build_defaults() for this machine
+    dla_core: int | None = None
+    fp16: bool = False  # TensorRT 10 only: weakly typed fp16 build of an fp32 ONNX
+    cache_dir: Path | None = None  # default: engine_cache.default_cache_dir()
+    use_cache: bool = True
+    progress: bool = True
+    command: tuple[str, ...] = field(default_factory=tuple)  # recorded in the sidecar
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out) if self.out else Path(self.onnx).with_suffix(".engine")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    engine_path: Path
+    sidecar_path: Path
+    sidecar: Sidecar
+    cached: bool  # True: taken from the engine cache, nothing was built
+
+
+# ---------------------------------------------------------------- building
+
+
+def _load_plugin(plugin: str, info: OnnxInfo) -> str | None:
+    """Register the m2ae plugin creators with TensorRT; return the library's path."""
+    if plugin == PLUGIN_AUTO and not info.uses_m2ae_ops:
+        return None
+    from m2ae.trt_plugins.loader import load
+
+    library = load(None if plugin == PLUGIN_AUTO else plugin)
+    # The loader opens the library by its resolved path, which ctypes keeps as _name.
+    return str(Path(library._name).resolve())
+
+
+def _progress_monitor(trt: ModuleType):
+    """An IProgressMonitor that draws tqdm bars (or prints top-level phases without tqdm)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self._lock = threading.Lock()  # TensorRT calls from several threads
+            self._bars: dict[str, object] = {}
+            self._depth: dict[str, int] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            with self._lock:
+                depth = self._depth.get(parent_phase, -1) + 1 if parent_phase else 0
+                self._depth[phase_name] = depth
+                if tqdm is not None:
+                    self._bars[phase_name] = tqdm(
+                        total=num_steps, desc=phase_name, position=depth, leave=depth == 0, file=sys.stderr
+                    )
+                elif depth == 0:
+                    print(f"m2ae build: {phase_name} ...", file=sys.stderr, flush=True)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            with self._lock:
+                bar = self._bars.get(phase_name)
+                if bar is not None:
+                    bar.update(1)
+            return True
+
+        def phase_finish(self, phase_name: str) -> None:
+            with self._lock:
+                bar = self._bars.pop(phase_name, None)
+                if bar is not None:
+                    bar.close()
+                self._depth.pop(phase_name, None)
+
+    return Monitor()
+
+
+def _load_timing_cache(builder_config, path: Path):
+    data = path.read_bytes() if path.is_file() else b""
+    cache = builder_config.create_timing_cache(data)
+    if cache is None and data:
+        # An unreadable cache (another TensorRT, a torn file) is only slower; start afresh.
+        cache = builder_config.create_timing_cache(b"")
+    builder_config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
+def _parse_errors(parser, onnx_path: Path, plugin_path: str | None) -> UserError:
+    messages = []
+    for index in range(parser.num_errors):
+        error = parser.get_error(index)
+        where = f" (node {error.node_name()} / {error.node_operator()})" if error.node() >= 0 else ""
+        messages.append(f"{error.desc()}{where}")
+    text = "; ".join(messages) or "unknown parser error"
+    hint = ""
+    if plugin_path is None and "plugin" in text.lower():
+        hint = "; the m2ae plugin library was not loaded: pass --plugin PATH or build it first"
+    return UserError(f"TensorRT could not parse {onnx_path}: {text}{hint}")
+
+
+def _build_serialized(
+    trt: ModuleType,
+    info: OnnxInfo,
+    key: EngineKey,
+    strongly_typed: bool,
+    plugin_path: str | None,
+    timing_path: Path,
+    progress: bool,
+) -> bytes:
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")
+    builder = trt.Builder(logger)
+    # TensorRT 11 keeps the flag only as a no-op (every network is strongly typed); a later
+    # release may drop it, and then no flag means the same.
+    strong_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    flags = 1 << int(strong_flag) if strongly_typed and strong_flag is not None else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(info.path)):
+        raise _parse_errors(parser, info.path, plugin_path)
+
+    config = builder.create_builder_config()
+    if key.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, key.workspace_mib << 20)
+    if key.legacy_fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if key.dla_core is not None:
+        if key.dla_core >= builder.num_DLA_cores:
+            raise UserError(f"--dla {key.dla_core}: this device has {builder.num_DLA_cores} DLA core(s)")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = key.dla_core
+        # The m2ae plugin ops (and any layer DLA lacks) run on the GPU.
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+    profile = builder.create_optimization_profile()
+    network_inputs = {network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)}
+    for name, (low, opt, high) in input_profile_shapes(network_inputs, key.profile, key.batch, info.path).items():
+        profile.set_shape(name, low, opt, high)
+    config.add_optimization_profile(profile)
+
+    timing_cache = _load_timing_cache(config, timing_path)
+    if progress:
+        config.progress_monitor = _progress_monitor(trt)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise UserError(f"TensorRT could not build an engine from {info.path}; its messages above say why")
+    atomic.write_bytes(timing_path, bytes(timing_cache.serialize()))
+    return bytes(serialized)
+
+
+def _write_engine(engine_bytes: bytes, sidecar: Sidecar, out: Path) -> Path:
+    atomic.write_bytes(out, engine_bytes)
+    sidecar.write(sidecar_path(out))
+    return out
+
+
+def build_engine(config: BuildConfig, platform: PlatformInfo | None = None) -> BuildResult:
+    """Build (or take from the cache) the engine for ``config`` and write it with its sidecar."""
+    info = read_onnx_info(config.onnx)
+    if config.batch < 1:
+        raise UserError(f"--batch {config.batch}: must be 1 or more")
+    if config.workspace_mib is not None and config.workspace_mib < 1:
+        raise UserError(f"--workspace {config.workspace_mib}: must be a positive number of MiB")
+    platform = platform or detect_platform()
+    trt = require_tensorrt(platform)
+    require_gpu(platform)
+    check_dla_request(config.dla_core, platform)
+    strongly_typed = strongly_typed_for(config.fp16, info.precision, tensorrt_major(trt.__version__), info.path)
+
+    defaults = build_defaults(platform, info.multiple)
+    profile = validate_profile(config.profile or defaults.profile, info.multiple)
+    workspace = config.workspace_mib if config.workspace_mib is not None else defaults.workspace_mib
+    # Checked before TensorRT parses the network, so a bad profile fails in milliseconds.
+    input_profile_shapes(info.inputs, profile, config.batch, info.path)
+
+    plugin_path = _load_plugin(config.plugin, info)
+    key = EngineKey(
+        onnx_sha256=info.sha256,
+        tensorrt_version=trt.__version__,
+        gpu_name=platform.gpu_name or "",
+        compute_capability=platform.compute_capability or "",
+        plugin_sha256=file_sha256(plugin_path) if plugin_path else None,
+        profile=profile,
+        batch=config.batch,
+        legacy_fp16=not strongly_typed,
+        dla_core=config.dla_core,
+        workspace_mib=workspace,
+    )
+    key_hash = cache_key(key)
+    cache = EngineCache.at(config.cache_dir)
+    out = config.out_path
+
+    cached = cache.lookup(key_hash) if config.use_cache else None
+    if cached is not None:
+        sidecar = Sidecar.read(sidecar_path(cached))
+        if out.resolve() != cached.resolve():
+            sidecar = replace(sidecar, onnx_path=str(info.path), command=list(config.command))
+            atomic.write_with(out, lambda tmp: shutil.copyfile(cached, tmp))
+            sidecar.write(sidecar_path(out))
+        return BuildResult(engine_path=out, sidecar_path=sidecar_path(out), sidecar=sidecar, cached=True)
+
+    timing_path = cache.timing_cache_path(key.tensorrt_version, key.gpu_name, key.compute_capability)
+    start = time.perf_counter()
+    engine_bytes = _build_serialized(trt, info, key, strongly_typed, plugin_path, timing_path, config.progress)
+    sidecar = Sidecar(
+        key=key,
+        cache_key=key_hash,
+        onnx_path=str(info.path),
+        onnx_metadata=info.metadata,
+        strongly_typed=strongly_typed,
+        plugin_path=plugin_path,
+        build_seconds=round(time.perf_counter() - start, 3),
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command=list(config.command),
+        m2ae_version=__version__,
+    )
+    if config.use_cache:
+        cache.store(engine_bytes, sidecar)
+    _write_engine(engine_bytes, sidecar, out)
+    return BuildResult(engine_path=out, sidecar_path=sidecar_path(out), sidecar=sidecar, cached=False)

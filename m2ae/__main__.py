@@ -1,0 +1,5 @@
+import sys
+
+from m2ae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,447 @@
+"""Deterministic synthetic local-motion-blur pairs: moving objects over a still scene.
+
+A sample is a static background (a crop of a natural image scikit-image ships) with 1..N
+foreground objects (textured shapes or natural-image cut-outs under an alpha mask),
+each moving along a quadratic Bezier path during the exposure. The exposure is T
+discrete steps; ``blurred`` is their mean, ``sharp`` the scene at the middle of the
+exposure. Both are quantised to 8-bit levels, and ``mask`` is exactly the set of pixels
+where they differ, so every sharp pixel is bit-identical in the pair.
+
+Source split (fixed; no image is in both): held-out = coffee, chelsea, rocket
+(``skimage.data.cat`` is chelsea again, so it is never used). Train = every other
+image below. Backgrounds and natural-image objects only come from the sample's split.
+
+Trajectory convention: ``trajectory[2t]`` and ``trajectory[2t + 1]`` are the x and y
+offsets, in pixels, at exposure step t, such that inside the moving objects
+``blurred(p) ~ mean_t sharp(p + trajectory_t(p))`` (what a reblur operator that
+grid-samples the sharp image at ``p + offset`` computes). At pixel p and step t the
+offset is minus the displacement (relative to the sharp frame) of the topmost object
+covering p at that step (alpha >= 0.5), and 0 where no object covers p.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+from skimage import data as skdata
+
+from m2ae.errors import UserError
+
+HELDOUT_SOURCES: tuple[str, ...] = ("coffee", "chelsea", "rocket")
+TRAIN_SOURCES: tuple[str, ...] = (
+    "astronaut",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "colorwheel",
+    "stereo_motorcycle",
+    "camera",
+    "moon",
+    "coins",
+    "clock",
+    "grass",
+    "gravel",
+    "brick",
+    "cell",
+)
+SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_SOURCES, "heldout": HELDOUT_SOURCES}
+
+#: base seed of :func:`heldout_set`, far from the small seeds training tends to use
+HELDOUT_BASE_SEED = 1_000_000_007
+
+# A mask can come out empty only if every moving object matches the scene behind it to
+# 8 bits; the generator redraws (deterministically) up to this many times.
+_MAX_ATTEMPTS = 16
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """How samples look. ``size`` is an int (square) or ``(H, W)``; displacements are
+    in pixels: ``max_displacement`` bounds the distance between any two positions of an
+    object during the exposure (every object moves at least 1 px)."""
+
+    size: int | tuple[int, int] = 128
+    num_steps: int = 9
+    max_objects: int = 3
+    max_displacement: float = 12.0
+    split: str = "train"
+    #: object side length as a fraction of min(H, W)
+    object_scale: tuple[float, float] = (0.2, 0.5)
+    #: probability that an object is a natural-image cut-out rather than a textured shape
+    natural_object_prob: float = 0.5
+    #: probability that an object's alpha has a soft (fractional) edge
+    soft_edge_prob: float = 0.5
+    #: background crop side / output side: < 1 zooms in, > 1 zooms out
+    zoom_range: tuple[float, float] = (0.6, 1.5)
+
+    def __post_init__(self) -> None:
+        height, width = self.hw
+        if height < 8 or width < 8:
+            raise UserError(f"synthetic size: expected at least 8x8 pixels, got {self.size!r}")
+        if self.num_steps < 2:
+            raise UserError(f"synthetic num_steps: expected >= 2, got {self.num_steps}")
+        if self.max_objects < 1:
+            raise UserError(f"synthetic max_objects: expected >= 1, got {self.max_objects}")
+        if not math.isfinite(self.max_displacement) or self.max_displacement < 1.0:
+            raise UserError(
+                f"synthetic max_displacement: expected >= 1 pixel, got {self.max_displacement}"
+            )
+        if self.split not in SPLITS:
+            raise UserError(f"synthetic split: expected one of {sorted(SPLITS)}, got {self.split!r}")
+        low, high = self.object_scale
+        if not 0.0 < low <= high <= 1.0:
+            raise UserError(f"synthetic object_scale: expected 0 < low <= high <= 1, got {self.object_scale}")
+        low, high = self.zoom_range
+        if not 0.0 < low <= high:
+            raise UserError(f"synthetic zoom_range: expected 0 < low <= high, got {self.zoom_range}")
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        if isinstance(self.size, int):
+            return self.size, self.size
+        height, width = self.size
+        return int(height), int(width)
+
+
+@dataclass
+class Sample:
+    """One pair. Arrays are float32, channel-first; ``mask`` is 0/1."""
+
+    blurred: np.ndarray  # [3, H, W]
+    sharp: np.ndarray  # [3, H, W]
+    mask: np.ndarray  # [1, H, W]
+    trajectory: np.ndarray  # [2T, H, W]
+    seed: int
+    sources: tuple[str, ...] = field(default_factory=tuple)  # skimage names used
+
+
+def _rgb_uint8(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return image[:, :, :3]
+
+
+_LOADERS: dict[str, Callable[[], np.ndarray]] = {
+    "stereo_motorcycle": lambda: skdata.stereo_motorcycle()[0],
+}
+
+
+@functools.lru_cache(maxsize=None)
+def load_source(name: str) -> np.ndarray:
+    """A bundled scikit-image picture as read-only uint8 RGB [H, W, 3] (cached per process)."""
+    loader = _LOADERS.get(name) or getattr(skdata, name)
+    image = np.ascontiguousarray(_rgb_uint8(np.asarray(loader())), dtype=np.uint8)
+    image.flags.writeable = False
+    return image
+
+
+def _random_crop(rng: np.random.Generator, name: str, height: int, width: int,
+                 zoom_range: tuple[float, float]) -> np.ndarray:
+    """A random, randomly zoomed and flipped crop of source ``name``: float32 [h, w, 3]."""
+    source = load_source(name)
+    src_h, src_w = source.shape[:2]
+    zoom = min(rng.uniform(*zoom_range), src_h / height, src_w / width)
+    crop_h = min(src_h, max(1, round(height * zoom)))
+    crop_w = min(src_w, max(1, round(width * zoom)))
+    y0 = int(rng.integers(0, src_h - crop_h + 1))
+    x0 = int(rng.integers(0, src_w - crop_w + 1))
+    crop = source[y0 : y0 + crop_h, x0 : x0 + crop_w]
+    if (crop_h, crop_w) != (height, width):
+        crop = np.asarray(Image.fromarray(crop).resize((width, height), Image.Resampling.BILINEAR))
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return crop.astype(np.float32) / 255.0
+
+
+def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A synthetic object fill: flat, gradient, stripes, checker or smooth noise."""
+    colour_a = rng.uniform(0.0, 1.0, 3).astype(np.float32)
+    colour_b = rng.uniform(0.0, 1.0, 3).astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0.0, math.pi)
+    along = xx * math.cos(angle) + yy * math.sin(angle)
+    kind = int(rng.integers(0, 5))
+    if kind == 0:
+        weight = np.zeros((height, width), np.float32)
+    elif kind == 1:
+        weight = (along - along.min()) / max(float(np.ptp(along)), 1.0)
+    elif kind == 2:
+        period = rng.uniform(3.0, 12.0)
+        weight = 0.5 + 0.5 * np.sin(along * (2.0 * math.pi / period))
+    elif kind == 3:
+        cell = int(rng.integers(2, 9))
+        weight = ((yy // cell + xx // cell) % 2).astype(np.float32)
+    else:
+        coarse = rng.uniform(0.0, 1.0, (max(2, height // 6), max(2, width // 6))).astype(np.float32)
+        weight = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
+    weight = np.clip(weight, 0.0, 1.0)[:, :, None]
+    return colour_a * (1.0 - weight) + colour_b * weight
+
+
+def _alpha(rng: np.random.Generator, height: int, width: int, soft: bool) -> np.ndarray:
+    """An object silhouette in [0, 1]: a rotated ellipse or a star-shaped polygon, with
+    a hard (0/1) edge or one softened by a Gaussian of 0.5-1.5 px. Its peak is 1, so
+    every object has an opaque core however small."""
+    sigma = min(rng.uniform(0.5, 1.5), min(height, width) / 12.0) if soft else 0.0
+    # Keep 3.5 sigma of soft edge inside the box: a silhouette cut by the box is a hard line.
+    half_h = max(1.0, height / 2.0 - 2.0 - 3.5 * sigma)
+    half_w = max(1.0, width / 2.0 - 2.0 - 3.5 * sigma)
+    if rng.random() < 0.5:
+        r_a, r_b = rng.uniform(0.45, 1.0, 2) * min(half_h, half_w)
+        tilt = rng.uniform(0.0, math.pi)
+        theta = np.linspace(0.0, 2.0 * math.pi, 64, endpoint=False)
+        xs = r_a * np.cos(theta) * math.cos(tilt) - r_b * np.sin(theta) * math.sin(tilt)
+        ys = r_a * np.cos(theta) * math.sin(tilt) + r_b * np.sin(theta) * math.cos(tilt)
+    else:
+        count = int(rng.integers(3, 9))
+        angles = np.sort(rng.uniform(0.0, 2.0 * math.pi, count))
+        radii = rng.uniform(0.4, 1.0, count)
+        xs, ys = radii * half_w * np.cos(angles), radii * half_h * np.sin(angles)
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.polygon(list(zip((cx + xs).tolist(), (cy + ys).tolist())), fill=255)
+    # Both shapes contain their centre; a sub-pixel shape may not cover a pixel centre.
+    draw.point((round(cx), round(cy)), fill=255)
+    if soft:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(sigma))
+    alpha = np.asarray(canvas, dtype=np.float32)
+    return alpha / alpha.max()
+
+
+def _path(rng: np.random.Generator, num_steps: int, length: float) -> np.ndarray:
+    """Object displacement [T, 2] (x, y) per step relative to mid-exposure.
+
+    A quadratic Bezier with a random bend and an uneven speed; scaled so the largest
+    distance between any two of its positions (mid-exposure included) is ``length``.
+    """
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    end = np.array([math.cos(angle), math.sin(angle)])
+    normal = np.array([-end[1], end[0]])
+    control = end * rng.uniform(0.2, 0.8) + normal * rng.uniform(-0.6, 0.6)
+    times = np.append(np.linspace(0.0, 1.0, num_steps), 0.5)[:, None]
+    points = 2.0 * times * (1.0 - times) * control + times**2 * end
+    extent = np.max(np.linalg.norm(points[:, None, :] - points[None, :, :], axis=2))
+    points = points * (length / extent)
+    return (points[:-1] - points[-1]).astype(np.float64)
+
+
+@dataclass
+class _Object:
+    layer: np.ndarray  # [h, w, 4]: premultiplied RGB, alpha; margin of zeros all round
+    top: int  # frame row of layer[0]
+    left: int  # frame column of layer[:, 0]
+    displacement: np.ndarray  # [T, 2] (x, y), relative to the sharp (mid-exposure) frame
+
+
+def _shift(layer: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``out(y, x) = layer(y - dy, x - dx)``, bilinear; the zero margin of ``layer`` is
+    wider than the shift, so rolling never wraps content around."""
+    ix, iy = math.floor(dx), math.floor(dy)
+    fx, fy = np.float32(dx - ix), np.float32(dy - iy)
+    out = np.roll(layer, (iy, ix), axis=(0, 1)) if (ix or iy) else layer
+    if fx:
+        out = (1.0 - fx) * out + fx * np.roll(out, 1, axis=1)
+    if fy:
+        out = (1.0 - fy) * out + fy * np.roll(out, 1, axis=0)
+    return out
+
+
+def _make_object(rng: np.random.Generator, config: SyntheticConfig, sources: list[str],
+                 margin: int) -> _Object:
+    height, width = config.hw
+    side = min(height, width)
+    obj_h = max(8, round(side * rng.uniform(*config.object_scale)))
+    obj_w = max(8, round(side * rng.uniform(*config.object_scale)))
+    if rng.random() < config.natural_object_prob:
+        name = str(rng.choice(SPLITS[config.split]))
+        sources.append(name)
+        colour = _random_crop(rng, name, obj_h, obj_w, config.zoom_range)
+    else:
+        colour = _texture(rng, obj_h, obj_w)
+    alpha = _alpha(rng, obj_h, obj_w, soft=rng.random() < config.soft_edge_prob)
+    layer = np.zeros((obj_h + 2 * margin, obj_w + 2 * margin, 4), np.float32)
+    layer[margin : margin + obj_h, margin : margin + obj_w, :3] = colour * alpha[:, :, None]
+    layer[margin : margin + obj_h, margin : margin + obj_w, 3] = alpha
+    centre_y = rng.uniform(0.0, height)
+    centre_x = rng.uniform(0.0, width)
+    length = rng.uniform(1.0, config.max_displacement)
+    return _Object(
+        layer=layer,
+        top=int(round(centre_y - obj_h / 2.0)) - margin,
+        left=int(round(centre_x - obj_w / 2.0)) - margin,
+        displacement=_path(rng, config.num_steps, length),
+    )
+
+
+def _quantise(values: np.ndarray) -> np.ndarray:
+    return (np.round(np.clip(values, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
+Box = tuple[int, int, int, int]  # top, left, bottom, right (exclusive), frame rows/columns
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _clusters(objects: list[_Object], height: int, width: int) -> list[tuple[Box, list[_Object]]]:
+    """Objects grouped so that the boxes of different groups never overlap, each box
+    clipped to the frame and each group in z-order. Rendering group by group touches
+    only pixels some object can reach, not the whole frame."""
+    groups: list[tuple[Box, list[int]]] = []
+    for index, obj in enumerate(objects):
+        box = (max(0, obj.top), max(0, obj.left),
+               min(height, obj.top + obj.layer.shape[0]), min(width, obj.left + obj.layer.shape[1]))
+        if box[2] > box[0] and box[3] > box[1]:
+            groups.append((box, [index]))
+    merged = True
+    while merged:
+        merged = False
+        for a, b in itertools.combinations(range(len(groups)), 2):
+            if _overlap(groups[a][0], groups[b][0]):
+                groups[a] = (_union(groups[a][0], groups[b][0]), groups[a][1] + groups[b][1])
+                del groups[b]
+                merged = True
+                break
+    return [(box, [objects[i] for i in sorted(members)]) for box, members in groups]
+
+
+def _composite(background: np.ndarray, objects: list[_Object], box: Box,
+               offsets: list[np.ndarray], flow: np.ndarray | None) -> np.ndarray:
+    """The scene inside ``box`` with each object shifted by its (dx, dy) offset,
+    composited in z-order; ``flow`` ([2, h, w] over the box), if given, receives minus
+    the offset of the topmost object covering each pixel (alpha >= 0.5)."""
+    top, left, bottom, right = box
+    frame = background[top:bottom, left:right].copy()
+    for obj, (dx, dy) in zip(objects, offsets):
+        moved = _shift(obj.layer, dx, dy)
+        y0, x0 = max(obj.top, top), max(obj.left, left)
+        y1 = min(obj.top + moved.shape[0], bottom)
+        x1 = min(obj.left + moved.shape[1], right)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        src = moved[y0 - obj.top : y1 - obj.top, x0 - obj.left : x1 - obj.left]
+        dst = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+        alpha = src[:, :, 3:]
+        frame[dst] = src[:, :, :3] + (1.0 - alpha) * frame[dst]
+        if flow is not None:
+            covered = alpha[:, :, 0] >= 0.5
+            flow[0][dst][covered] = -dx
+            flow[1][dst][covered] = -dy
+    return frame
+
+
+def _render(background: np.ndarray, objects: list[_Object], num_steps: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blurred and sharp HWC frames quantised to 8-bit levels, and the [T, 2, H, W]
+    trajectory. Outside the objects' reach both frames are the background, already on
+    8-bit levels."""
+    height, width = background.shape[:2]
+    trajectory = np.zeros((num_steps, 2, height, width), np.float32)
+    blurred = background.copy()
+    sharp = background.copy()
+    for box, group in _clusters(objects, height, width):
+        top, left, bottom, right = box
+        total = np.zeros((bottom - top, right - left, 3), np.float32)
+        for step in range(num_steps):
+            flow = trajectory[step, :, top:bottom, left:right]
+            total += _composite(background, group, box, [o.displacement[step] for o in group], flow)
+        blurred[top:bottom, left:right] = _quantise(total / np.float32(num_steps))
+        sharp[top:bottom, left:right] = _quantise(
+            _composite(background, group, box, [np.zeros(2) for _ in group], None)
+        )
+    return blurred, sharp, trajectory
+
+
+def _attempt(config: SyntheticConfig, seed: int, attempt: int) -> Sample:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, attempt]))
+    height, width = config.hw
+    names = SPLITS[config.split]
+    background_name = str(rng.choice(names))
+    sources = [background_name]
+    background = _random_crop(rng, background_name, height, width, config.zoom_range)
+    margin = math.ceil(config.max_displacement) + 2
+    count = int(rng.integers(1, config.max_objects + 1))
+    objects = [_make_object(rng, config, sources, margin) for _ in range(count)]
+    blurred, sharp, trajectory = _render(background, objects, config.num_steps)
+    mask = np.any(blurred != sharp, axis=2)
+    return Sample(
+        blurred=np.ascontiguousarray(blurred.transpose(2, 0, 1)),
+        sharp=np.ascontiguousarray(sharp.transpose(2, 0, 1)),
+        mask=mask[None].astype(np.float32),
+        trajectory=trajectory.reshape(2 * config.num_steps, height, width),
+        seed=seed,
+        sources=tuple(dict.fromkeys(sources)),
+    )
+
+
+def make_sample(config: SyntheticConfig, seed: int) -> Sample:
+    """The sample for ``(config, seed)``: the same pair, bit for bit, on every call."""
+    sample = _attempt(config, seed, 0)
+    for attempt in range(1, _MAX_ATTEMPTS):
+        if sample.mask.any():
+            break
+        sample = _attempt(config, seed, attempt)
+    return sample
+
+
+def _tensors(sample: Sample) -> dict[str, torch.Tensor]:
+    return {
+        "blurred": torch.from_numpy(sample.blurred),
+        "sharp": torch.from_numpy(sample.sharp),
+        "mask": torch.from_numpy(sample.mask),
+        "trajectory": torch.from_numpy(sample.trajectory),
+    }
+
+
+def make_batch(config: SyntheticConfig, seeds: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Samples for ``seeds`` stacked into tensors keyed blurred [N,3,H,W], sharp
+    [N,3,H,W], mask [N,1,H,W] and trajectory [N,2T,H,W]."""
+    if len(seeds) == 0:
+        raise ValueError("make_batch: seeds is empty")
+    samples = [_tensors(make_sample(config, int(seed))) for seed in seeds]
+    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+
+
+class SyntheticDataset(torch.utils.data.Dataset):
+    """``length`` samples; item i is ``make_sample(config, base_seed + i)`` as a dict of
+    tensors (blurred, sharp, mask, trajectory; unbatched) plus its ``name``."""
+
+    def __init__(self, config: SyntheticConfig, length: int, base_seed: int = 0) -> None:
+        if length < 0:
+            raise ValueError(f"SyntheticDataset: length must be >= 0, got {length}")
+        self.config = config
+        self.length = length
+        self.base_seed = base_seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        if not -self.length <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} samples")
+        seed = self.base_seed + (index % self.length)
+        item: dict[str, torch.Tensor | str] = dict(_tensors(make_sample(self.config, seed)))
+        item["name"] = f"synthetic_{self.config.split}_{seed}"
+        return item
+
+
+def heldout_set(num_images: int = 64, size: int | tuple[int, int] = 128,
+                **overrides: object) -> SyntheticDataset:
+    """The fixed evaluation set: ``num_images`` held-out samples at ``size`` (other
+    :class:`SyntheticConfig` fields through ``overrides``), seeds from
+    :data:`HELDOUT_BASE_SEED`, so every run evaluates on the same pairs."""
+    config = SyntheticConfig(size=size, split="heldout", **overrides)  # type: ignore[arg-type]
+    return SyntheticDataset(config, num_images, base_seed=HELDOUT_BASE_SEED)

@@ -1,0 +1,105 @@
+"""The two light heads at 1/4 resolution: the blur-mask predictor and the motion analyser."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from m2ae.model.layers import activation
+
+HEAD_STRIDE = 4
+
+
+def _stride4_view(x: torch.Tensor) -> torch.Tensor:
+    return F.pixel_unshuffle(x, HEAD_STRIDE)
+
+
+class BlurMaskHead(nn.Module):
+    """Two logits (sharp, blurred) per pixel, from a stride-4 view, upsampled bilinearly."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels * HEAD_STRIDE**2, channels, 3, padding=1),
+            activation(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            activation(),
+            nn.Conv2d(channels, 2, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.body(_stride4_view(x))
+        return F.interpolate(logits, scale_factor=HEAD_STRIDE, mode="bilinear", align_corners=False)
+
+
+def blur_probability(logits: torch.Tensor) -> torch.Tensor:
+    """p_blur [N,1,H,W] from the head's two logits."""
+    return torch.softmax(logits, dim=1)[:, 1:2]
+
+
+def hard_mask(logits: torch.Tensor, threshold: float, dilation: int) -> torch.Tensor:
+    """The inference gate: ``p_blur > threshold``, dilated by ``dilation`` pixels, as 0/1 float."""
+    mask = (blur_probability(logits) > threshold).to(logits.dtype)
+    if dilation > 0:
+        mask = F.max_pool2d(mask, 2 * dilation + 1, stride=1, padding=dilation)
+    return mask
+
+
+class MotionAnalyser(nn.Module):
+    """Intra-frame motion at 1/4 resolution: guide features and a T-point trajectory.
+
+    The trajectory holds, per pixel, T (dx, dy) offsets in full-resolution pixels:
+    where the scene at that pixel was during the exposure. ``reblur`` averages the
+    sharp image sampled along it.
+    """
+
+    def __init__(self, in_channels: int, channels: int, points: int, max_displacement: float) -> None:
+        super().__init__()
+        self.points = points
+        self.max_displacement = max_displacement
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels * HEAD_STRIDE**2, channels, 3, padding=1),
+            activation(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            activation(),
+        )
+        self.trajectory_head = nn.Conv2d(channels, 2 * points, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (guide features [N,Cg,H/4,W/4], trajectory [N,2T,H,W])."""
+        guide = self.features(_stride4_view(x))
+        offsets = torch.tanh(self.trajectory_head(guide)) * self.max_displacement
+        trajectory = F.interpolate(offsets, scale_factor=HEAD_STRIDE, mode="bilinear", align_corners=False)
+        return guide, trajectory
+
+
+def guide_at_scale(guide: torch.Tensor, scale: int) -> torch.Tensor:
+    """Resample the 1/4-resolution guide features to U-Net scale ``scale`` (1/2**scale)."""
+    factor = 2.0 ** (2 - scale)
+    if factor > 1:
+        return F.interpolate(guide, scale_factor=factor, mode="bilinear", align_corners=False)
+    if factor < 1:
+        return F.avg_pool2d(guide, int(1 / factor))
+    return guide
+
+
+def reblur(sharp: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
+    """Blur ``sharp`` [N,C,H,W] along ``trajectory`` [N,2T,H,W]: mean over T warps.
+
+    Offsets are (dx, dy) pairs in pixels; each warp samples ``sharp`` at p + offset
+    (bilinear, border padding). A zero trajectory gives back ``sharp``.
+    """
+    n, _, h, w = sharp.shape
+    points = trajectory.shape[1] // 2
+    ys = torch.arange(h, dtype=sharp.dtype, device=sharp.device)
+    xs = torch.arange(w, dtype=sharp.dtype, device=sharp.device)
+    base_y, base_x = torch.meshgrid(ys, xs, indexing="ij")
+    offsets = trajectory.reshape(n, points, 2, h, w)
+    # align_corners=True maps pixel index i to -1 + 2i/(size-1).
+    grid_x = (base_x + offsets[:, :, 0]) * (2.0 / max(w - 1, 1)) - 1.0
+    grid_y = (base_y + offsets[:, :, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack([grid_x, grid_y], dim=-1).reshape(n * points, h, w, 2)
+    frames = sharp.repeat_interleave(points, dim=0)
+    warped = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return warped.reshape(n, points, -1, h, w).mean(dim=1)

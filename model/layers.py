@@ -1,0 +1,119 @@
+"""Building blocks shared by every preset: RepVGG-style convs and masked residual blocks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def activation() -> nn.Module:
+    return nn.LeakyReLU(0.1)
+
+
+def _fold_bn(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold an eval-mode BN that follows a bias-free conv into (weight, bias)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return weight * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+
+class RepConv3x3(nn.Module):
+    """3x3 conv that trains with RepVGG branches (3x3+BN, 1x1+BN, identity BN).
+
+    In eval mode the branches sum to a single 3x3 conv with bias, which ``fused``
+    returns; with ``rep_branches=False`` it is that plain conv from the start.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, rep_branches: bool = True) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.rep_branches = rep_branches
+        if rep_branches:
+            self.conv3 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+            self.bn3 = nn.BatchNorm2d(out_channels)
+            self.conv1 = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(out_channels)
+            self.bn_id = nn.BatchNorm2d(out_channels) if in_channels == out_channels else None
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.rep_branches:
+            return self.conv(x)
+        y = self.bn3(self.conv3(x)) + self.bn1(self.conv1(x))
+        if self.bn_id is not None:
+            y = y + self.bn_id(x)
+        return y
+
+    def fused_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The single 3x3 kernel and bias equal to this module in eval mode."""
+        if not self.rep_branches:
+            return self.conv.weight.detach().clone(), self.conv.bias.detach().clone()
+        w3, b3 = _fold_bn(self.conv3.weight, self.bn3)
+        w1, b1 = _fold_bn(F.pad(self.conv1.weight, [1, 1, 1, 1]), self.bn1)
+        weight, bias = w3 + w1, b3 + b1
+        if self.bn_id is not None:
+            identity = torch.zeros_like(w3)
+            identity[torch.arange(self.in_channels), torch.arange(self.in_channels), 1, 1] = 1.0
+            wi, bi = _fold_bn(identity, self.bn_id)
+            weight, bias = weight + wi, bias + bi
+        return weight.detach(), bias.detach()
+
+    def fused(self) -> nn.Conv2d:
+        weight, bias = self.fused_weight_bias()
+        conv = nn.Conv2d(self.in_channels, self.out_channels, 3, padding=1)
+        conv.weight.data.copy_(weight)
+        conv.bias.data.copy_(bias)
+        return conv
+
+
+class MaskedResBlock(nn.Module):
+    """``x <- x + m * F(x, g)``, ``F = conv3x3 -> modulate by g -> act -> conv3x3``.
+
+    The modulation is pixel-local (``gamma``/``beta`` are 1x1 convs on the motion
+    features ``g``), so the pruned forward can evaluate it from gathered pixels alone.
+    """
+
+    def __init__(self, channels: int, guide_channels: int, rep_branches: bool = True) -> None:
+        super().__init__()
+        self.conv1 = RepConv3x3(channels, channels, rep_branches)
+        self.gamma = nn.Conv2d(guide_channels, channels, 1)
+        self.beta = nn.Conv2d(guide_channels, channels, 1)
+        self.act = activation()
+        self.conv2 = RepConv3x3(channels, channels, rep_branches)
+        # Start as identity: no modulation, and a small residual branch.
+        for conv in (self.gamma, self.beta):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+        last = self.conv2.conv3 if rep_branches else self.conv2.conv
+        last.weight.data.mul_(0.1)
+
+    def residual(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x) * (1.0 + self.gamma(guide)) + self.beta(guide)
+        return self.conv2(self.act(h))
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return x + mask * self.residual(x, guide)
+
+
+class Downsample(nn.Module):
+    """Pixel-unshuffle then 1x1: halves H and W, dense and light."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(4 * in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.pixel_unshuffle(x, 2))
+
+
+class Upsample(nn.Module):
+    """1x1 then pixel-shuffle: doubles H and W, dense and light."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, 4 * out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.proj(x), 2)

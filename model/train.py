@@ -1,0 +1,227 @@
+"""Training loop behind ``m2ae train``: resumable, deterministic by step, DDP-ready.
+
+Every step's data and Gumbel noise derive from ``(seed, step, rank)``, so a run
+resumed from a checkpoint after a kill continues exactly where the checkpoint left
+it: no step is lost or seen twice. Several GPUs: launch with ``torchrun``; each rank
+draws its own samples and DistributedDataParallel averages the gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from m2ae.errors import UserError
+from m2ae.model.checkpoint import read_checkpoint, save_checkpoint
+from m2ae.model.config import get_preset
+from m2ae.model.evaluate import EvalResult, evaluate
+from m2ae.model.losses import LossWeights, m2ae_loss, mask_iou
+from m2ae.model.network import M2AENet
+
+LAST = "last.pt"
+FINAL = "final.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "tiny"
+    data: str = "synthetic"
+    steps: int = 2000
+    out: str = "runs/tiny"
+    batch_size: int = 8
+    crop: int = 96
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    #: fraction of steps over which the gate fades from ground truth to predicted
+    teacher_forcing: float = 0.3
+    gumbel_tau: float = 1.0
+    seed: int = 0
+    val_every: int = 250
+    val_images: int = 8
+    ckpt_every: int = 100
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "crop", "val_every", "ckpt_every"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+
+
+class BatchSource(Protocol):
+    def batch(self, step: int, rank: int, world: int) -> dict[str, torch.Tensor]:
+        """Tensors ``blurred``, ``sharp``, ``mask`` [B,*,H,W] for this step and rank."""
+
+    def validation(self) -> list[dict[str, np.ndarray]]:
+        """A fixed held-out list of CHW samples."""
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def teacher_forcing_probability(config: TrainConfig, step: int) -> float:
+    """Chance that a step gates with the ground-truth mask: 1 at the start, 0 after the fade."""
+    fade = config.teacher_forcing * config.steps
+    return 0.0 if fade <= 0 else max(0.0, 1.0 - step / fade)
+
+
+def make_source(config: TrainConfig) -> BatchSource:
+    from m2ae.model.data.sources import FolderSource, SyntheticSource
+
+    if config.data == "synthetic":
+        return SyntheticSource(config.crop, config.batch_size, config.seed, config.val_images)
+    return FolderSource(Path(config.data), config.crop, config.batch_size, config.seed, config.val_images)
+
+
+@dataclass
+class _Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed() -> _Distributed:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Distributed()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    info = _Distributed(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+    return info
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    last_checkpoint: Path
+    final_checkpoint: Path | None
+    validation: EvalResult | None
+    steps_per_second: float
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) a model; checkpoints go to ``config.out``.
+
+    ``stop_after`` ends the run after that global step as a kill would (no final
+    checkpoint), which is how the resume test interrupts a run.
+    """
+    model_config = get_preset(config.preset)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ddp = _setup_distributed()
+    device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
+
+    torch.manual_seed(config.seed)
+    model = M2AENet(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    start = 0
+    last_path = out / LAST
+    if resume:
+        if not last_path.is_file():
+            raise UserError(f"--resume: no checkpoint to resume from at {last_path}")
+        state = read_checkpoint(last_path)
+        if state["config"].get("preset") != config.preset:
+            raise UserError(f"--resume: {last_path} is of preset {state['config'].get('preset')!r}, not {config.preset!r}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        if start >= config.steps:
+            raise UserError(f"--resume: {last_path} already reached step {start}; raise --steps to train further")
+    elif last_path.exists():
+        raise UserError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
+
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
+    source = make_source(config)
+
+    def checkpoint(step: int) -> None:
+        if ddp.is_main:
+            save_checkpoint(last_path, {
+                "config": model_config.to_dict(),
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": {"seed": config.seed, "torch": torch.get_rng_state()},
+                "train": asdict(config) | {"loss": asdict(config.loss)},
+            })
+
+    bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", disable=not (progress and ddp.is_main))
+    validation = None
+    begin, steps_done, done = time.perf_counter(), 0, start
+    for step in range(start, config.steps):
+        model.train()
+        torch.manual_seed(step_seed(config.seed, step, ddp.rank))
+        batch = {k: v.to(device) for k, v in source.batch(step, ddp.rank, ddp.world).items()}
+        use_gt = torch.rand(()).item() < teacher_forcing_probability(config, step)
+        gate = batch["mask"] if use_gt else "pred"
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        with _autocast(device):
+            output = net(batch["blurred"], gate=gate, tau=config.gumbel_tau)
+        terms = m2ae_loss(output, batch["blurred"], batch["sharp"], batch["mask"], config.loss)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(terms.total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        steps_done += 1
+        loss_value = terms.total.item()
+        if on_step is not None:
+            on_step(step, loss_value)
+        bar.set_postfix(loss=f"{loss_value:.4f}", iou=f"{mask_iou(output.mask_logits.argmax(1, keepdim=True), batch['mask']):.2f}",
+                        gt="y" if use_gt else "n")
+        bar.update(1)
+        done = step + 1
+        if done % config.ckpt_every == 0 or done == config.steps:
+            checkpoint(done)
+        if ddp.is_main and (done % config.val_every == 0 or done == config.steps):
+            validation = evaluate(model, source.validation(), device=device, progress=False)
+            bar.write(f"step {done}: psnr_masked {validation.psnr_masked:.2f} dB "
+                      f"(blurred {validation.psnr_masked_blurred:.2f}), mask IoU {validation.mask_iou:.3f}")
+        if stop_after is not None and done >= stop_after:
+            break
+    bar.close()
+    elapsed = time.perf_counter() - begin
+    final_path = None
+    if ddp.is_main and done == config.steps:
+        final_path = save_checkpoint(out / FINAL, {"config": model_config.to_dict(), "step": config.steps, "model": model.state_dict()})
+    if ddp.world > 1:
+        dist.destroy_process_group()
+    return TrainResult(done, last_path, final_path, validation, steps_done / elapsed if elapsed > 0 else 0.0)

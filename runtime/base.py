@@ -1,0 +1,86 @@
+"""The engine interface every backend implements, and the ONNX I/O contract it runs.
+
+Exported models (DESIGN.md section 4) take ``image`` float32 [N,3,H,W] in [0, 1] and,
+for ``*_maskin_*`` variants, ``mask`` float32 [N,1,H,W] (1 = blurred). They return
+``restored`` float32 [N,3,H,W] and ``blur_mask`` float32 [N,1,H,W], the hard 0/1 mask
+the network used. H and W must be multiples of ``multiple`` (recorded in the model's
+metadata as ``m2ae.multiple``); ``runtime.images`` pads and crops for callers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from m2ae.errors import UserError
+
+INPUT_IMAGE = "image"
+INPUT_MASK = "mask"
+OUTPUT_RESTORED = "restored"
+OUTPUT_MASK = "blur_mask"
+
+ONNX_SUFFIXES = (".onnx",)
+TENSORRT_SUFFIXES = (".engine", ".plan", ".trt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+SHIPPED_CHECKPOINTS = ("tiny",)
+
+
+@dataclass(frozen=True)
+class EngineOutputs:
+    restored: np.ndarray  # float32 [N,3,H,W]
+    mask: np.ndarray  # float32 [N,1,H,W], values 0 or 1
+
+
+class Engine(Protocol):
+    """What ``m2ae infer``, parity and benchmarks need from any backend."""
+
+    #: "torch", "onnxruntime" or "tensorrt"
+    backend: str
+    #: the model's metadata (ONNX metadata_props, or the engine's JSON sidecar)
+    metadata: dict[str, str]
+
+    @property
+    def takes_mask(self) -> bool:
+        """True when the model has a ``mask`` input (a ``*_maskin_*`` export)."""
+
+    @property
+    def multiple(self) -> int:
+        """H and W of the input must be multiples of this."""
+
+    def infer(self, image: np.ndarray, mask: np.ndarray | None = None) -> EngineOutputs:
+        """Run on float32 [N,3,H,W] (and [N,1,H,W] mask for mask-input models)."""
+
+
+def open_engine(path: str | Path, **options) -> Engine:
+    """Open a model with the backend its file suffix names.
+
+    ``.onnx``: ONNX Runtime; ``.engine``/``.plan``/``.trt``: TensorRT; a checkpoint
+    (``.pt``/``.pth``, or ``tiny`` for the shipped one): PyTorch, pruned.
+    """
+    if str(path) in SHIPPED_CHECKPOINTS:
+        from m2ae.runtime.torch_engine import TorchEngine
+
+        return TorchEngine(str(path), **options)
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such model file")
+    suffix = path.suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        from m2ae.runtime.torch_engine import TorchEngine
+
+        return TorchEngine(path, **options)
+    if suffix in ONNX_SUFFIXES:
+        from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(path, **options)
+    if suffix in TENSORRT_SUFFIXES:
+        from m2ae.runtime.trt_engine import TensorRTEngine
+
+        return TensorRTEngine(path, **options)
+    raise UserError(
+        f"{path}: unknown model type {suffix!r}; expected an ONNX file ({', '.join(ONNX_SUFFIXES)}), "
+        f"a TensorRT engine ({', '.join(TENSORRT_SUFFIXES)}) or a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})"
+    )

@@ -1,0 +1,66 @@
+"""ONNX Runtime engine: runs any exported variant on the CPU (or another ORT provider).
+
+Models with ``m2ae`` custom ops get them registered through onnxruntime-extensions
+(``m2ae.trt_plugins.ort_ops``); portable and dense models run on plain ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from m2ae.errors import UserError
+from m2ae.runtime.base import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED, EngineOutputs
+from m2ae.runtime.checks import check_inputs
+
+
+def read_metadata(model: onnx.ModelProto, path: Path) -> dict[str, str]:
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    if "m2ae.multiple" not in metadata:
+        raise UserError(f"{path}: not an m2ae model (no m2ae metadata); export one with `m2ae export`")
+    return metadata
+
+
+class OnnxRuntimeEngine:
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> None:
+        from m2ae.trt_plugins.ort_ops import make_session
+
+        self.path = Path(path)
+        try:
+            model = onnx.load(self.path)
+        except Exception as exc:  # onnx raises DecodeError, ValueError, ... for a bad file
+            raise UserError(f"{self.path}: not a readable ONNX model ({type(exc).__name__})") from None
+        self.metadata = read_metadata(model, self.path)
+        self.threads = threads
+        self.session = make_session(model, providers=providers, threads=threads)
+        self._inputs = [i.name for i in self.session.get_inputs()]
+
+    @property
+    def takes_mask(self) -> bool:
+        return INPUT_MASK in self._inputs
+
+    @property
+    def multiple(self) -> int:
+        return int(self.metadata["m2ae.multiple"])
+
+    @property
+    def min_size(self) -> int:
+        return int(self.metadata.get("m2ae.min_size", self.multiple))
+
+    def infer(self, image: np.ndarray, mask: np.ndarray | None = None) -> EngineOutputs:
+        check_inputs(image, mask, self.takes_mask, self.multiple, self.min_size)
+        feed = {INPUT_IMAGE: np.ascontiguousarray(image, dtype=np.float32)}
+        if self.takes_mask:
+            feed[INPUT_MASK] = np.ascontiguousarray(mask, dtype=np.float32)
+        restored, blur_mask = self.session.run([OUTPUT_RESTORED, OUTPUT_MASK], feed)
+        return EngineOutputs(restored.astype(np.float32, copy=False), blur_mask.astype(np.float32, copy=False))

@@ -1,0 +1,311 @@
+"""Running an m2ae TensorRT engine: a thin pycuda runtime behind the ``Engine`` interface.
+
+Before deserializing, the engine's sidecar (written by ``m2ae build``) is checked
+against this machine: an engine runs only on the TensorRT version and GPU architecture
+that built it, and a mismatch ends in a message with the exact ``m2ae build`` command
+that rebuilds it here, not in a TensorRT crash. I/O buffers are allocated once per
+input shape and reused; inference is ``set_input_shape`` + ``set_tensor_address`` +
+``execute_async_v3`` on one stream, through pinned host buffers, or zero-copy mapped
+host buffers where the GPU shares memory with the CPU (Jetson).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
+
+import numpy as np
+
+from m2ae.errors import UserError
+from m2ae.export.engine_cache import Sidecar, file_sha256, format_shape, sidecar_path
+from m2ae.export.platform_info import PlatformInfo, detect_platform
+from m2ae.runtime.base import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED, EngineOutputs
+
+DESKTOP_PYCUDA_INSTALL = "pip install 'm2ae[trt]'"
+JETSON_PYCUDA_INSTALL = "pip install pycuda (it compiles against JetPack's CUDA)"
+
+
+def check_engine_compatible(
+    sidecar: Sidecar, platform: PlatformInfo, engine_path: str | Path | None = None
+) -> None:
+    """Raise UserError if this machine cannot run the engine the sidecar describes.
+
+    TensorRT version and compute capability must match exactly (a plan holds kernels for
+    one architecture and one TensorRT). Another GPU model of the same architecture runs
+    the engine, only maybe slower, so that is a warning.
+    """
+    from m2ae.export.trt_builder import install_hint, require_gpu
+
+    engine = str(engine_path) if engine_path is not None else "the engine"
+    rebuild = f"rebuild it on this machine: {sidecar.rebuild_command(engine_path or 'ENGINE')}"
+    key = sidecar.key
+    if platform.tensorrt_version is None:
+        raise UserError(
+            f"{engine}: running a TensorRT engine needs TensorRT {key.tensorrt_version}, which is not installed; "
+            f"install it with: {install_hint(platform)}"
+        )
+    require_gpu(platform)
+    if platform.tensorrt_version != key.tensorrt_version:
+        raise UserError(
+            f"{engine}: built with TensorRT {key.tensorrt_version}, this machine has TensorRT "
+            f"{platform.tensorrt_version}, and an engine runs only on the version that built it; {rebuild}"
+        )
+    if platform.compute_capability != key.compute_capability:
+        raise UserError(
+            f"{engine}: built for {key.gpu_name} (compute capability {key.compute_capability}), this machine has "
+            f"{platform.gpu_name} (compute capability {platform.compute_capability}); {rebuild}"
+        )
+    if platform.gpu_name != key.gpu_name:
+        warnings.warn(
+            f"{engine}: built on {key.gpu_name}, running on {platform.gpu_name} (same architecture): it runs, "
+            f"but kernels were tuned for the other GPU; for best speed {rebuild}",
+            stacklevel=2,
+        )
+
+
+def require_pycuda(platform: PlatformInfo) -> ModuleType:
+    try:
+        import pycuda.driver as cuda
+    except (ImportError, OSError) as exc:
+        hint = JETSON_PYCUDA_INSTALL if platform.is_jetson else DESKTOP_PYCUDA_INSTALL
+        raise UserError(
+            f"the TensorRT runtime needs pycuda, which is not installed ({exc}); install it with: {hint}"
+        ) from None
+    return cuda
+
+
+@dataclass
+class _Buffer:
+    host: np.ndarray  # pinned (and, for zero-copy, mapped into the GPU's address space)
+    device: object | None  # pycuda DeviceAllocation; None for zero-copy buffers
+    address: int  # what TensorRT reads or writes
+
+
+class TensorRTEngine:
+    """An m2ae engine on one GPU; ``infer`` takes and returns float32 NCHW numpy arrays."""
+
+    backend = "tensorrt"
+
+    def __init__(self, path: str | Path, plugin: str | None = None, device: int = 0) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no such engine file")
+        meta_path = sidecar_path(self.path)
+        if not meta_path.is_file():
+            raise UserError(
+                f"{self.path}: no sidecar {meta_path.name} beside it; m2ae runs engines built by `m2ae build`, "
+                "whose sidecar records the model and the machine it was built for"
+            )
+        self._sidecar = Sidecar.read(meta_path)
+        self.metadata: dict[str, str] = dict(self._sidecar.onnx_metadata)
+        self._multiple = _metadata_multiple(self.metadata, meta_path)
+
+        platform = detect_platform(device=device)
+        check_engine_compatible(self._sidecar, platform, self.path)
+        from m2ae.export.trt_builder import require_tensorrt
+
+        self._trt = require_tensorrt(platform)
+        self._cuda = require_pycuda(platform)
+        self._zero_copy = platform.unified_memory
+        self._buffers: dict[str, _Buffer] = {}
+        self._bound_shapes: tuple[tuple[int, ...], ...] | None = None
+
+        cuda = self._cuda
+        cuda.init()
+        self._context = cuda.Device(device).retain_primary_context()
+        with self._active():
+            self._load_plugin(plugin)
+            logger = self._trt.Logger(self._trt.Logger.WARNING)
+            self._trt.init_libnvinfer_plugins(logger, "")
+            self._runtime = self._trt.Runtime(logger)
+            self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if self._engine is None:
+                raise UserError(
+                    f"{self.path}: TensorRT could not deserialize the engine (its messages above say why); "
+                    f"rebuild it on this machine: {self._sidecar.rebuild_command(self.path)}"
+                )
+            self._execution = self._engine.create_execution_context()
+            self._stream = cuda.Stream()
+        self._input_names, self._output_names = self._io_names()
+
+    # ------------------------------------------------------------ Engine interface
+
+    @property
+    def takes_mask(self) -> bool:
+        return INPUT_MASK in self._input_names
+
+    @property
+    def multiple(self) -> int:
+        return self._multiple
+
+    def infer(self, image: np.ndarray, mask: np.ndarray | None = None) -> EngineOutputs:
+        shapes = self._check_inputs(image, mask)
+        with self._active():
+            if shapes != self._bound_shapes:
+                self._bind(shapes)
+            arrays = {INPUT_IMAGE: image} if mask is None else {INPUT_IMAGE: image, INPUT_MASK: mask}
+            for name, array in arrays.items():
+                buffer = self._buffers[name]
+                np.copyto(buffer.host, array, casting="same_kind")
+                if buffer.device is not None:
+                    self._cuda.memcpy_htod_async(buffer.device, buffer.host, self._stream)
+            if not self._execution.execute_async_v3(self._stream.handle):
+                raise RuntimeError(f"{self.path}: TensorRT execution failed; its messages above say why")
+            for name in self._output_names:
+                buffer = self._buffers[name]
+                if buffer.device is not None:
+                    self._cuda.memcpy_dtoh_async(buffer.host, buffer.device, self._stream)
+            self._stream.synchronize()
+            restored = self._buffers[OUTPUT_RESTORED].host.astype(np.float32)
+            if OUTPUT_MASK in self._output_names:
+                out_mask = self._buffers[OUTPUT_MASK].host.astype(np.float32)
+            else:
+                # Mask-input models return their input mask; ONNX names both "mask".
+                out_mask = np.asarray(mask, dtype=np.float32).copy()
+        return EngineOutputs(restored=restored, mask=out_mask)
+
+    # ------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Free the GPU buffers and TensorRT objects; the engine is unusable afterwards."""
+        context = getattr(self, "_context", None)
+        if context is None:
+            return
+        with self._active():
+            for buffer in self._buffers.values():
+                if buffer.device is not None:
+                    buffer.device.free()
+            self._buffers.clear()
+            for name in ("_execution", "_engine", "_runtime", "_stream"):
+                if hasattr(self, name):
+                    delattr(self, name)
+        context.detach()
+        self._context = None
+
+    def __enter__(self) -> TensorRTEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # ------------------------------------------------------------ internals
+
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        self._context.push()
+        try:
+            yield
+        finally:
+            self._cuda.Context.pop()
+
+    def _load_plugin(self, plugin: str | None) -> None:
+        """Register the plugin creators before deserializing an engine that uses them."""
+        built_with = self._sidecar.key.plugin_sha256
+        if built_with is None and plugin is None:
+            return
+        from m2ae.trt_plugins.loader import load
+
+        library_path = Path(load(plugin)._name)
+        if built_with is not None and file_sha256(library_path) != built_with:
+            warnings.warn(
+                f"{self.path}: the plugin library {library_path} differs from the one the engine was built with; "
+                f"if inference fails, rebuild: {self._sidecar.rebuild_command(self.path)}",
+                stacklevel=3,
+            )
+
+    def _io_names(self) -> tuple[list[str], list[str]]:
+        engine, trt = self._engine, self._trt
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if INPUT_IMAGE not in inputs or OUTPUT_RESTORED not in outputs:
+            raise UserError(
+                f"{self.path}: engine I/O {names} lacks input {INPUT_IMAGE!r} or output {OUTPUT_RESTORED!r}; "
+                "is this an m2ae engine?"
+            )
+        if OUTPUT_MASK not in outputs and INPUT_MASK not in inputs:
+            raise UserError(f"{self.path}: engine has no {OUTPUT_MASK!r} output; is this an m2ae engine?")
+        return inputs, outputs
+
+    def _profile_nhw(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        low, _, high = self._engine.get_tensor_profile_shape(INPUT_IMAGE, 0)
+        return (low[0], low[2], low[3]), (high[0], high[2], high[3])
+
+    def _check_inputs(self, image: np.ndarray, mask: np.ndarray | None) -> tuple[tuple[int, ...], ...]:
+        image = np.asarray(image)
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise UserError(f"{self.path}: image must be [N,3,H,W], got shape {image.shape}")
+        n, _, h, w = image.shape
+        if h % self._multiple or w % self._multiple:
+            raise UserError(
+                f"{self.path}: image {h}x{w} is not a multiple of {self._multiple}; pad it first (runtime.images)"
+            )
+        low, high = self._profile_nhw()
+        if not all(lo <= side <= hi for lo, side, hi in zip(low, (n, h, w), high)):
+            raise UserError(
+                f"{self.path}: a batch of {n} images of {h}x{w} is outside the engine's profile "
+                f"({format_shape(low[1:])} to {format_shape(high[1:])}, batch {low[0]} to {high[0]}); "
+                "rebuild with `m2ae build` and a wider --min/--max or another --batch"
+            )
+        if self.takes_mask != (mask is not None):
+            wanted = "needs a mask ([N,1,H,W], 1 = blurred)" if self.takes_mask else "predicts its mask; pass none"
+            raise UserError(f"{self.path}: this model {wanted}")
+        if mask is None:
+            return (image.shape,)
+        mask = np.asarray(mask)
+        if mask.shape != (n, 1, h, w):
+            raise UserError(f"{self.path}: mask must be [{n},1,{h},{w}] to match the image, got {mask.shape}")
+        return image.shape, mask.shape
+
+    def _bind(self, shapes: tuple[tuple[int, ...], ...]) -> None:
+        """Set input shapes and (re)allocate every I/O buffer for them."""
+        trt = self._trt
+        for buffer in self._buffers.values():
+            if buffer.device is not None:
+                buffer.device.free()
+        self._buffers.clear()
+        self._bound_shapes = None
+        for name, shape in zip((INPUT_IMAGE, INPUT_MASK), shapes):
+            if not self._execution.set_input_shape(name, shape):
+                raise UserError(f"{self.path}: TensorRT rejected input {name!r} of shape {shape}")
+        for name in self._input_names + self._output_names:
+            shape = tuple(self._execution.get_tensor_shape(name))
+            if any(side < 0 for side in shape):
+                raise RuntimeError(f"{self.path}: output {name!r} has a data-dependent shape {shape}")
+            buffer = self._allocate(shape, trt.nptype(self._engine.get_tensor_dtype(name)))
+            self._execution.set_tensor_address(name, buffer.address)
+            self._buffers[name] = buffer
+        self._bound_shapes = shapes
+
+    def _allocate(self, shape: tuple[int, ...], dtype: type) -> _Buffer:
+        cuda = self._cuda
+        if self._zero_copy:
+            host = cuda.pagelocked_empty(shape, dtype, mem_flags=cuda.host_alloc_flags.DEVICEMAP)
+            try:
+                return _Buffer(host=host, device=None, address=host.base.get_device_pointer())
+            except cuda.Error as exc:
+                # A context without host mapping: fall back to copies for good.
+                warnings.warn(f"{self.path}: zero-copy buffers unavailable ({exc}); using device copies", stacklevel=4)
+                self._zero_copy = False
+        host = cuda.pagelocked_empty(shape, dtype)
+        device = cuda.mem_alloc(max(host.nbytes, 1))
+        return _Buffer(host=host, device=device, address=int(device))
+
+
+def _metadata_multiple(metadata: dict[str, str], source: Path) -> int:
+    value = metadata.get("m2ae.multiple", "1")
+    try:
+        multiple = int(value)
+    except ValueError:
+        raise UserError(f"{source}: onnx_metadata m2ae.multiple={value!r} is not an integer") from None
+    if multiple < 1:
+        raise UserError(f"{source}: onnx_metadata m2ae.multiple={value!r} must be positive")
+    return multiple

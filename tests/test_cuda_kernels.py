@@ -1,0 +1,314 @@
+"""CUDA kernels and TensorRT plugins of MaskedGather / MaskedScatter against the reference.
+
+On a GPU (torch.cuda or CuPy) the kernels-only library is built for the visible GPU
+(or taken from $M2AE_KERNELS_LIB) and both launchers run on device buffers; results
+must equal trt_plugins/reference.py bit for bit in float32 and float16. Where TensorRT
+imports too, one-op engines built from ONNX nodes in the m2ae domain run the plugins
+and are compared the same way. Without a GPU (or TensorRT) the tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from m2ae.errors import UserError
+from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP, loader
+from m2ae.trt_plugins.build import PluginBuildConfig, build_plugins
+from m2ae.trt_plugins.reference import masked_gather, masked_scatter
+
+DTYPES = (np.float32, np.float16)
+
+
+# --- device arrays through torch or CuPy ---------------------------------------------
+
+
+class Device:
+    """Host <-> device copies with whichever of torch (CUDA) or CuPy sees a GPU."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.module = module
+        self.is_torch = module.__name__ == "torch"
+
+    def put(self, array: np.ndarray) -> Any:
+        array = np.ascontiguousarray(array)
+        return self.module.from_numpy(array).cuda() if self.is_torch else self.module.asarray(array)
+
+    def get(self, array: Any) -> np.ndarray:
+        self.sync()
+        return array.cpu().numpy() if self.is_torch else self.module.asnumpy(array)
+
+    def sync(self) -> None:
+        if self.is_torch:
+            self.module.cuda.synchronize()
+        else:
+            self.module.cuda.runtime.deviceSynchronize()
+
+
+def _find_device() -> Device | None:
+    try:
+        torch = importlib.import_module("torch")
+        if torch.cuda.is_available():
+            return Device(torch)
+    except ImportError:
+        pass
+    try:
+        cupy = importlib.import_module("cupy")
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return Device(cupy)
+    except Exception:  # noqa: BLE001 - CuPy missing, or present without a driver
+        pass
+    return None
+
+
+def _capability_arch() -> str:
+    capability = loader.visible_compute_capability()
+    assert capability is not None
+    return f"{capability[0]}{capability[1]}"
+
+
+@pytest.fixture(scope="module")
+def device() -> Device:
+    found = _find_device()
+    if found is None:
+        pytest.skip("no CUDA GPU visible to torch.cuda or CuPy")
+    return found
+
+
+@pytest.fixture(scope="module")
+def kernels(device: Device, tmp_path_factory: pytest.TempPathFactory) -> loader.MaskedOpsKernels:
+    if os.environ.get(loader.KERNELS_LIB_ENV):
+        return loader.load_kernels()
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not found: cannot build the kernels library")
+    out = tmp_path_factory.mktemp("kernels")
+    result = build_plugins(PluginBuildConfig(out_dir=out, kernels_only=True, archs=(_capability_arch(),)))
+    return loader.load_kernels(result.out_dir)
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    return array.view(np.uint32 if array.dtype == np.float32 else np.uint16)
+
+
+def assert_bit_equal(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    mismatches = np.flatnonzero(_bits(actual).ravel() != _bits(expected).ravel())
+    assert mismatches.size == 0, f"{mismatches.size} elements differ, first at flat index {mismatches[:5]}"
+
+
+# --- random inputs ---------------------------------------------------------------------
+
+
+def random_table(rng: np.random.Generator, t: int, k: int, kt: int, num_pixels: int) -> np.ndarray:
+    """Tokens, dense pixels and zeros mixed; first/last pixel and token at fixed spots."""
+    kind = rng.integers(0, 3 if kt else 2, size=(t, k))  # 0 dense, 1 zero, 2 token
+    dense = -2 - rng.integers(0, num_pixels, size=(t, k))
+    token = rng.integers(0, max(kt, 1), size=(t, k))
+    table = np.where(kind == 0, dense, np.where(kind == 1, -1, token)).astype(np.int32)
+    if k >= 4:
+        table[0, 0] = -2  # pixel 0
+        table[0, 1] = -2 - (num_pixels - 1)  # last pixel of the last image
+        table[-1, -1] = kt - 1 if kt else -1
+        table[-1, -2] = 0 if kt else -1
+    return table
+
+
+def random_index(rng: np.random.Generator, k: int, num_pixels: int, sort: bool) -> np.ndarray:
+    index = rng.permutation(num_pixels)[:k]
+    if k >= 2:  # both borders, kept unique
+        rest = [p for p in index if p not in (0, num_pixels - 1)][: k - 2]
+        index = np.array([0, num_pixels - 1, *rest])
+        rng.shuffle(index)
+    return (np.sort(index) if sort else index).astype(np.int32)
+
+
+GATHER_CASES = [
+    # n, c, h, w, kt, t, k
+    (1, 3, 5, 7, 11, 9, 13),  # odd sizes, scalar path
+    (2, 16, 8, 8, 40, 9, 64),  # batch 2, 4-wide along k
+    (2, 17, 9, 5, 6, 1, 30),  # 2-wide, channel count past one block's chunk
+    (1, 4, 6, 6, 0, 9, 20),  # Kt = 0: only dense pixels and zeros
+    (1, 8, 4, 4, 5, 9, 0),  # K = 0
+    (2, 33, 3, 3, 10, 2, 1),  # one column
+    (1, 32, 48, 40, 3000, 9, 3001),  # many blocks
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", GATHER_CASES)
+def test_gather_matches_reference(kernels, device, rng, case, dtype) -> None:
+    n, c, h, w, kt, t, k = case
+    dense = rng.standard_normal((n, c, h, w)).astype(dtype)
+    tokens = rng.standard_normal((c, kt)).astype(dtype)
+    table = random_table(rng, t, k, kt, n * h * w)
+    expected = masked_gather(dense, tokens, table)
+    out = device.put(np.full((t * c, k), np.nan, dtype=dtype))  # unwritten elements would show
+    kernels.gather(out, device.put(dense), device.put(tokens), device.put(table))
+    assert_bit_equal(device.get(out), expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gather_into_misaligned_output(kernels, device, rng, dtype) -> None:
+    """An output one element off 16-byte alignment must take the scalar path, not fault."""
+    n, c, h, w, kt, t, k = 1, 5, 7, 9, 12, 9, 40
+    dense = rng.standard_normal((n, c, h, w)).astype(dtype)
+    tokens = rng.standard_normal((c, kt)).astype(dtype)
+    table = random_table(rng, t, k, kt, n * h * w)
+    storage = device.put(np.zeros(t * c * k + 1, dtype=dtype))
+    out = storage[1:].reshape(t * c, k)
+    kernels.gather(out, device.put(dense), device.put(tokens), device.put(table))
+    assert_bit_equal(device.get(out), masked_gather(dense, tokens, table))
+
+
+SCATTER_CASES = [
+    # n, c, h, w, k
+    (1, 3, 5, 7, 10),
+    (2, 16, 8, 8, 64),
+    (2, 17, 9, 5, 31),
+    (1, 4, 6, 6, 0),  # K = 0: out == base
+    (2, 33, 3, 3, 18),  # every pixel
+    (1, 32, 40, 48, 1500),
+]
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("accumulate", [0, 1])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SCATTER_CASES)
+def test_scatter_matches_reference(kernels, device, rng, case, dtype, accumulate, in_place) -> None:
+    n, c, h, w, k = case
+    base = rng.standard_normal((n, c, h, w)).astype(dtype)
+    values = rng.standard_normal((c, k)).astype(dtype)
+    index = random_index(rng, k, n * h * w, sort=not in_place)
+    expected = masked_scatter(base, values, index, accumulate)
+    base_dev = device.put(base)
+    out = base_dev if in_place else device.put(np.full(base.shape, np.nan, dtype=dtype))
+    kernels.scatter(out, base_dev, device.put(values), device.put(index), accumulate)
+    assert_bit_equal(device.get(out), expected)
+    if not in_place:
+        assert_bit_equal(device.get(base_dev), base)
+
+
+def test_wrappers_reject_mismatched_arrays(kernels, device, rng) -> None:
+    dense = device.put(np.zeros((1, 4, 3, 3), np.float32))
+    tokens = device.put(np.zeros((4, 2), np.float16))
+    table = device.put(np.full((9, 5), -1, np.int32))
+    with pytest.raises(ValueError, match="float32/float16"):
+        kernels.gather(device.put(np.zeros((36, 5), np.float32)), dense, tokens, table)
+    with pytest.raises(ValueError, match="out"):
+        kernels.gather(device.put(np.zeros((35, 5), np.float32)), dense, device.put(np.zeros((4, 2), np.float32)),
+                       table)
+    with pytest.raises(TypeError, match="CUDA device array"):
+        kernels.scatter(np.zeros((1, 4, 3, 3), np.float32), dense, tokens, table)
+
+
+# --- TensorRT one-op engines --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tensorrt(device: Device, tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    if not device.is_torch:
+        pytest.skip("the TensorRT engine tests bind torch CUDA tensors; torch has no GPU here")
+    try:
+        trt = importlib.import_module("tensorrt")
+    except ImportError:
+        pytest.skip("TensorRT's Python package is not installed")
+    try:
+        if os.environ.get(loader.PLUGIN_LIB_ENV):
+            loader.load()
+        else:
+            result = build_plugins(PluginBuildConfig(out_dir=tmp_path_factory.mktemp("plugins"),
+                                                     archs=(_capability_arch(),)))
+            loader.load(result.plugin_library)
+    except UserError as exc:
+        pytest.skip(f"cannot build or load the m2ae plugin library here: {exc}")
+    return trt
+
+
+def run_one_op_engine(trt: ModuleType, op_type: str, inputs: dict[str, np.ndarray], out_shape: tuple[int, ...],
+                      attributes: dict[str, int]) -> np.ndarray:
+    """Build an engine from a one-node ONNX (custom op in the m2ae domain), run it once."""
+    from onnx import helper
+    import torch
+
+    dtype = next(iter(inputs.values())).dtype
+    node = helper.make_node(op_type, list(inputs), ["out"], domain=DOMAIN, plugin_version=PLUGIN_VERSION,
+                            plugin_namespace=PLUGIN_NAMESPACE, **attributes)
+    graph = helper.make_graph(
+        [node], f"one_{op_type}",
+        [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+         for name, a in inputs.items()],
+        [helper.make_tensor_value_info("out", helper.np_dtype_to_tensor_dtype(dtype), out_shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    model.ir_version = 8  # what TensorRT 10's parser reads for opset 17
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model.SerializeToString()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise AssertionError(f"ONNX parser rejected the {op_type} node: {errors}")
+    serialized = builder.build_serialized_network(network, builder.create_builder_config())
+    assert serialized is not None, f"TensorRT could not build the {op_type} engine"
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    context = engine.create_execution_context()
+
+    device_inputs = {name: torch.from_numpy(np.ascontiguousarray(a)).cuda() for name, a in inputs.items()}
+    out = torch.full(out_shape, float("nan"), dtype=torch.from_numpy(np.zeros(1, dtype)).dtype, device="cuda")
+    for name, tensor in device_inputs.items():
+        context.set_tensor_address(name, tensor.data_ptr())
+    context.set_tensor_address("out", out.data_ptr())
+    stream = torch.cuda.Stream()
+    torch.cuda.synchronize()
+    assert context.execute_async_v3(stream.cuda_stream)
+    stream.synchronize()
+    return out.cpu().numpy()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [(2, 16, 8, 8, 40, 9, 64), (1, 3, 5, 7, 0, 9, 13)])
+def test_tensorrt_gather_plugin_matches_reference(tensorrt, rng, case, dtype) -> None:
+    n, c, h, w, kt, t, k = case
+    dense = rng.standard_normal((n, c, h, w)).astype(dtype)
+    tokens = rng.standard_normal((c, kt)).astype(dtype)
+    table = random_table(rng, t, k, kt, n * h * w)
+    out = run_one_op_engine(tensorrt, GATHER_OP, {"dense": dense, "tokens": tokens, "table": table}, (t * c, k), {})
+    assert_bit_equal(out, masked_gather(dense, tokens, table))
+
+
+@pytest.mark.parametrize("accumulate", [0, 1])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [(2, 17, 9, 5, 31), (1, 4, 6, 6, 0)])
+def test_tensorrt_scatter_plugin_matches_reference(tensorrt, rng, case, dtype, accumulate) -> None:
+    n, c, h, w, k = case
+    base = rng.standard_normal((n, c, h, w)).astype(dtype)
+    values = rng.standard_normal((c, k)).astype(dtype)
+    index = random_index(rng, k, n * h * w, sort=True)
+    out = run_one_op_engine(tensorrt, SCATTER_OP, {"base": base, "values": values, "index": index}, base.shape,
+                            {"accumulate": accumulate})
+    assert_bit_equal(out, masked_scatter(base, values, index, accumulate))
+
+
+def test_reference_inputs_are_valid(rng) -> None:
+    """The generators above feed the reference without tripping its range checks."""
+    for n, c, h, w, kt, t, k in GATHER_CASES:
+        table = random_table(rng, t, k, kt, n * h * w)
+        masked_gather(np.zeros((n, c, h, w), np.float32), np.zeros((c, kt), np.float32), table)
+    for n, c, h, w, k in SCATTER_CASES:
+        index = random_index(rng, k, n * h * w, sort=False)
+        assert np.unique(index).size == k
+        if k >= 2:
+            assert {0, n * h * w - 1} <= set(index.tolist())
+        masked_scatter(np.zeros((n, c, h, w), np.float32), np.zeros((c, k), np.float32), index)
+

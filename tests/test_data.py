@@ -1,0 +1,487 @@
+"""The data layer: image I/O, the synthetic local-blur generator, folder readers."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from m2ae.errors import UserError
+from m2ae.imageio import list_images, read_image, read_image_size, read_mask, write_image
+from m2ae.model.data.folders import PAIRED, RELOBLUR, open_pairs
+from m2ae.model.data.synthetic import (
+    HELDOUT_SOURCES,
+    SPLITS,
+    TRAIN_SOURCES,
+    SyntheticConfig,
+    SyntheticDataset,
+    heldout_set,
+    load_source,
+    make_batch,
+    make_sample,
+)
+
+SMALL = SyntheticConfig(size=(40, 56), num_steps=5, max_displacement=6.0)
+
+
+def assert_one_line_naming(exc: pytest.ExceptionInfo, path: Path) -> None:
+    message = str(exc.value)
+    assert str(path) in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+# ---------------------------------------------------------------- image I/O
+
+
+def test_read_rgb_png_exact_levels(tmp_path, rng):
+    levels = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    Image.fromarray(levels).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert image.dtype == np.float32 and image.shape == (5, 7, 3)
+    np.testing.assert_array_equal(image, levels.astype(np.float32) / 255)
+
+
+def test_read_gray_8bit_replicated(tmp_path, rng):
+    levels = rng.integers(0, 256, (6, 4), dtype=np.uint8)
+    Image.fromarray(levels).save(tmp_path / "g.png")
+    image = read_image(tmp_path / "g.png")
+    assert image.shape == (6, 4, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(image[:, :, c], levels / np.float32(255))
+
+
+def test_read_gray_16bit_scaled(tmp_path, rng):
+    levels = rng.integers(0, 65536, (5, 9), dtype=np.uint16)
+    levels[0, 0], levels[0, 1] = 0, 65535
+    Image.fromarray(levels).save(tmp_path / "g16.png")
+    image = read_image(tmp_path / "g16.png")
+    assert image.shape == (5, 9, 3)
+    np.testing.assert_allclose(image[:, :, 1], levels / 65535.0, atol=1e-6)
+    assert image[0, 0, 0] == 0.0 and image[0, 1, 0] == 1.0
+
+
+def test_read_32bit_int_mode_as_16bit(tmp_path, rng):
+    levels = rng.integers(0, 65536, (4, 4)).astype(np.int32)
+    Image.fromarray(levels).save(tmp_path / "i.tif")
+    np.testing.assert_allclose(read_image(tmp_path / "i.tif")[:, :, 0], levels / 65535.0, atol=1e-6)
+
+
+def test_read_one_bit(tmp_path, rng):
+    bits = rng.random((8, 8)) > 0.5
+    Image.fromarray(bits).convert("1").save(tmp_path / "b.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "b.png")[:, :, 2], bits.astype(np.float32))
+
+
+def test_read_rgba_drops_alpha(tmp_path, rng):
+    rgba = rng.integers(0, 256, (5, 5, 4), dtype=np.uint8)
+    rgba[..., 3] = 0  # fully transparent: values must still come back unchanged
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgba[..., :3] / np.float32(255))
+
+
+def test_read_palette_expanded(tmp_path):
+    palette = [0, 0, 0, 255, 0, 0, 0, 128, 255] + [0] * (256 * 3 - 9)
+    indices = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint8)
+    img = Image.new("P", (3, 2))
+    img.putpalette(palette)
+    img.putdata(indices.ravel().tolist())
+    img.save(tmp_path / "p.png")
+    with Image.open(tmp_path / "p.png") as img:
+        assert img.mode == "P"
+    expected = np.array(palette[:9], np.float32).reshape(3, 3)[indices] / 255
+    np.testing.assert_array_equal(read_image(tmp_path / "p.png"), expected)
+
+
+def test_read_applies_exif_orientation(tmp_path, rng):
+    levels = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(levels).save(tmp_path / "o.png", exif=exif)
+    image = read_image(tmp_path / "o.png")
+    np.testing.assert_array_equal(image, np.rot90(levels, -1) / np.float32(255))
+    assert read_image_size(tmp_path / "o.png") == (4, 6)  # header only: as stored
+
+
+def test_read_mask_formats(tmp_path, rng):
+    truth = rng.random((6, 7)) > 0.6
+    Image.fromarray((truth * 255).astype(np.uint8)).save(tmp_path / "l.png")
+    Image.fromarray(truth).convert("1").save(tmp_path / "one.png")
+    Image.fromarray((truth * 3).astype(np.uint16)).save(tmp_path / "w16.png")
+    rgb = np.zeros((6, 7, 3), np.uint8)
+    rgb[..., 2] = truth * 200  # only one channel set: still blurred
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    for name in ("l.png", "one.png", "w16.png", "rgb.png"):
+        mask = read_mask(tmp_path / name)
+        assert mask.dtype == bool and mask.shape == (6, 7), name
+        np.testing.assert_array_equal(mask, truth, err_msg=name)
+
+
+def test_write_image_hwc_chw_gray_roundtrip(tmp_path, rng):
+    hwc = rng.random((9, 11, 3)).astype(np.float32)
+    write_image(tmp_path / "hwc.png", hwc)
+    write_image(tmp_path / "chw.png", torch.from_numpy(hwc.transpose(2, 0, 1).copy()))
+    write_image(tmp_path / "gray.png", hwc[:, :, 0])
+    quantised = np.round(hwc * 255) / 255
+    np.testing.assert_array_equal(read_image(tmp_path / "hwc.png"), quantised.astype(np.float32))
+    np.testing.assert_array_equal(read_image(tmp_path / "chw.png"), read_image(tmp_path / "hwc.png"))
+    with Image.open(tmp_path / "gray.png") as img:
+        assert img.mode == "L"
+    np.testing.assert_array_equal(read_image(tmp_path / "gray.png")[:, :, 0], quantised[:, :, 0].astype(np.float32))
+
+
+def test_write_image_rejects_unknown_layout(tmp_path):
+    with pytest.raises(ValueError):
+        write_image(tmp_path / "x.png", np.zeros((4, 5, 6)))
+    assert not any(tmp_path.iterdir())
+
+
+def test_write_image_clips_and_leaves_no_temp(tmp_path):
+    values = np.array([[[-1.0, 0.5, 2.0]]], np.float32)
+    write_image(tmp_path / "sub" / "c.png", values)
+    with Image.open(tmp_path / "sub" / "c.png") as img:
+        assert np.asarray(img).tolist() == [[[0, 128, 255]]]
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["c.png"]
+
+
+def test_list_images_filters_and_sorts(tmp_path):
+    for name in ("b.PNG", "a.jpg", "c.tiff", "notes.txt", ".hidden.png", "d.webp", "e.bmp"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "dir.png").mkdir()
+    (tmp_path / "dir.png" / "z.png").write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.tiff", "d.webp", "e.bmp"]
+    deep = list_images(tmp_path, recursive=True)
+    assert deep == sorted(deep) and tmp_path / "dir.png" / "z.png" in deep and len(deep) == 6
+
+
+def test_missing_file_error(tmp_path):
+    path = tmp_path / "nope.png"
+    for reader in (read_image, read_mask, read_image_size):
+        with pytest.raises(UserError) as exc:
+            reader(path)
+        assert_one_line_naming(exc, path)
+
+
+def test_non_image_file_error(tmp_path):
+    path = tmp_path / "text.png"
+    path.write_text("not an image\nat all\n")
+    for reader in (read_image, read_mask, read_image_size):
+        with pytest.raises(UserError) as exc:
+            reader(path)
+        assert_one_line_naming(exc, path)
+        assert "not a readable image" in str(exc.value)
+
+
+def test_truncated_image_error(tmp_path, rng):
+    path = tmp_path / "cut.png"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError) as exc:
+        read_image(path)
+    assert_one_line_naming(exc, path)
+    assert "truncated" in str(exc.value)
+
+
+def test_folder_given_as_image_and_list_of_missing_folder(tmp_path):
+    with pytest.raises(UserError) as exc:
+        read_image(tmp_path)
+    assert_one_line_naming(exc, tmp_path)
+    with pytest.raises(UserError) as exc:
+        list_images(tmp_path / "missing")
+    assert_one_line_naming(exc, tmp_path / "missing")
+
+
+# ---------------------------------------------------------------- synthetic generator
+
+
+@pytest.fixture(scope="module")
+def small_samples():
+    return [make_sample(SMALL, seed) for seed in range(12)]
+
+
+def test_sample_shapes_dtypes_ranges(small_samples):
+    height, width = SMALL.hw
+    for s in small_samples:
+        assert s.blurred.shape == s.sharp.shape == (3, height, width)
+        assert s.mask.shape == (1, height, width)
+        assert s.trajectory.shape == (2 * SMALL.num_steps, height, width)
+        for array in (s.blurred, s.sharp, s.mask, s.trajectory):
+            assert array.dtype == np.float32 and np.isfinite(array).all()
+        for array in (s.blurred, s.sharp):
+            assert array.min() >= 0.0 and array.max() <= 1.0
+            np.testing.assert_array_equal(np.round(array * 255) / 255, array)  # 8-bit levels
+        assert set(np.unique(s.mask)) <= {0.0, 1.0}
+
+
+def test_mask_is_exactly_the_changed_pixels(small_samples):
+    for s in small_samples:
+        changed = np.any(s.blurred != s.sharp, axis=0)
+        np.testing.assert_array_equal(s.mask[0].astype(bool), changed)
+        np.testing.assert_array_equal(s.blurred[:, ~changed], s.sharp[:, ~changed])
+
+
+def test_every_sample_has_blur_but_not_everywhere(small_samples):
+    ratios = [s.mask.mean() for s in small_samples]
+    assert min(ratios) > 0.0
+    assert max(ratios) < 0.9
+
+
+def test_same_seed_identical_different_seeds_differ():
+    a, b = make_sample(SMALL, 7), make_sample(SMALL, 7)
+    for field in ("blurred", "sharp", "mask", "trajectory"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert a.sources == b.sources
+    c = make_sample(SMALL, 8)
+    assert not np.array_equal(a.blurred, c.blurred)
+    assert not np.array_equal(a.mask, c.mask)
+
+
+def test_trajectory_bounded_and_zero_at_mid_exposure(small_samples):
+    mid = SMALL.num_steps // 2
+    for s in small_samples:
+        steps = s.trajectory.reshape(SMALL.num_steps, 2, *SMALL.hw)
+        assert np.abs(steps[mid]).max() == 0.0
+        assert np.linalg.norm(steps, axis=1).max() <= SMALL.max_displacement + 1e-4
+        assert np.abs(steps).max() > 0.0
+
+
+def test_trajectory_zero_where_no_object():
+    # One hard-edged object: its moving outline is in the mask, so every pixel it
+    # covers lies inside the mask's bounding box; everywhere else nothing moves.
+    config = dataclasses.replace(SMALL, max_objects=1, soft_edge_prob=0.0)
+    for seed in range(12):
+        s = make_sample(config, seed)
+        moving = np.any(s.trajectory != 0, axis=0)
+        rows, cols = np.nonzero(s.mask[0])
+        ys, xs = np.nonzero(moving)
+        assert len(ys) > 0
+        assert rows.min() - 1 <= ys.min() and ys.max() <= rows.max() + 1, seed
+        assert cols.min() - 1 <= xs.min() and xs.max() <= cols.max() + 1, seed
+
+
+def reblur(sharp: np.ndarray, trajectory: np.ndarray) -> np.ndarray:
+    """mean_t sharp(p + traj_t(p)) with grid_sample: the documented convention."""
+    steps = trajectory.shape[0] // 2
+    _, height, width = sharp.shape
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32),
+                            torch.arange(width, dtype=torch.float32), indexing="ij")
+    image = torch.from_numpy(sharp)[None].expand(steps, -1, -1, -1)
+    flow = torch.from_numpy(trajectory).view(steps, 2, height, width)
+    gx = (xs + flow[:, 0]) * 2 / (width - 1) - 1
+    gy = (ys + flow[:, 1]) * 2 / (height - 1) - 1
+    warped = torch.nn.functional.grid_sample(image, torch.stack([gx, gy], dim=-1),
+                                             mode="bilinear", padding_mode="border", align_corners=True)
+    return warped.mean(0).numpy()
+
+
+def test_trajectory_sign_convention_explains_the_blur():
+    config = dataclasses.replace(SMALL, size=64, max_displacement=8.0)
+    # Warping cannot explain disocclusions (background revealed behind an object), so
+    # the reblur only beats the sharp image, and the flipped sign, by a margin.
+    ratios = []
+    for seed in range(8):
+        s = make_sample(config, seed)
+        inside = s.mask[0] > 0
+        err_identity = np.abs(s.sharp - s.blurred)[:, inside].mean()
+        err_reblur = np.abs(reblur(s.sharp, s.trajectory) - s.blurred)[:, inside].mean()
+        err_flipped = np.abs(reblur(s.sharp, -s.trajectory) - s.blurred)[:, inside].mean()
+        assert err_reblur < err_identity and err_reblur < err_flipped, seed
+        ratios.append(err_reblur / err_identity)
+    assert np.mean(ratios) < 0.8
+
+
+def test_size_and_steps_follow_config():
+    config = SyntheticConfig(size=(33, 47), num_steps=4, max_objects=1, max_displacement=3.0)
+    s = make_sample(config, 0)
+    assert s.blurred.shape == (3, 33, 47) and s.trajectory.shape == (8, 33, 47)
+    assert s.mask.any()
+
+
+def test_splits_disjoint_by_name_and_pixels():
+    assert not set(TRAIN_SOURCES) & set(HELDOUT_SOURCES)
+    assert "cat" not in TRAIN_SOURCES  # skimage's cat is the held-out chelsea
+    heldout = [load_source(name) for name in HELDOUT_SOURCES]
+    for name in TRAIN_SOURCES:
+        image = load_source(name)
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+        assert not image.flags.writeable
+        for other in heldout:
+            assert image.shape != other.shape or not np.array_equal(image, other), name
+
+
+def test_samples_draw_only_from_their_split():
+    for split in ("train", "heldout"):
+        config = dataclasses.replace(SMALL, split=split, natural_object_prob=1.0)
+        used = set()
+        for seed in range(20):
+            used.update(make_sample(config, seed).sources)
+        assert used <= set(SPLITS[split])
+        assert len(used) >= 2
+    train = make_sample(dataclasses.replace(SMALL, split="train"), 3)
+    held = make_sample(dataclasses.replace(SMALL, split="heldout"), 3)
+    assert not np.array_equal(train.sharp, held.sharp)
+
+
+def test_make_batch_and_dataset_agree_with_make_sample():
+    batch = make_batch(SMALL, [5, 6])
+    assert batch["blurred"].shape == (2, 3, *SMALL.hw)
+    assert batch["mask"].shape == (2, 1, *SMALL.hw)
+    assert batch["trajectory"].shape == (2, 2 * SMALL.num_steps, *SMALL.hw)
+    dataset = SyntheticDataset(SMALL, length=3, base_seed=5)
+    assert len(dataset) == 3
+    item = dataset[1]
+    np.testing.assert_array_equal(item["sharp"].numpy(), make_sample(SMALL, 6).sharp)
+    for key in ("blurred", "sharp", "mask", "trajectory"):
+        assert torch.equal(batch[key][1], item[key]), key
+    loaded = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
+    assert torch.equal(loaded["blurred"], batch["blurred"])
+    with pytest.raises(IndexError):
+        dataset[3]
+
+
+def test_heldout_set_is_fixed_and_heldout():
+    first, second = heldout_set(num_images=2, size=48), heldout_set(num_images=2, size=48)
+    assert first.config.split == "heldout" and len(first) == 2
+    assert torch.equal(first[1]["blurred"], second[1]["blurred"])
+    assert first[0]["blurred"].shape == (3, 48, 48)
+
+
+@pytest.mark.parametrize(
+    "overrides, option",
+    [({"num_steps": 1}, "num_steps"), ({"max_displacement": 0.5}, "max_displacement"),
+     ({"split": "test"}, "split"), ({"size": 4}, "size"), ({"max_objects": 0}, "max_objects")],
+)
+def test_bad_config_names_option(overrides, option):
+    with pytest.raises(UserError, match=option):
+        SyntheticConfig(**overrides)
+
+
+# ---------------------------------------------------------------- folders
+
+
+def write_pair(blur: Path, sharp: Path, mask: Path | None, rng, size=(12, 10)) -> None:
+    height, width = size
+    write_image(blur, rng.random((height, width, 3)))
+    write_image(sharp, rng.random((height, width, 3)))
+    if mask is not None:
+        write_image(mask, (rng.random((height, width)) > 0.5).astype(np.float32))
+
+
+def test_reloblur_roundtrip(tmp_path, rng):
+    write_pair(tmp_path / "s1" / "00_blur.png", tmp_path / "s1" / "00_sharp.png", tmp_path / "s1" / "00_mask.png", rng)
+    write_pair(tmp_path / "s2" / "00_blur.png", tmp_path / "s2" / "00_sharp.png", tmp_path / "s2" / "00_blur_mask.png", rng)
+    # partners in sibling folders, found by a unique name anywhere in the tree
+    write_pair(tmp_path / "b" / "07_blur.png", tmp_path / "gt" / "07_sharp.png", tmp_path / "m" / "07_mask.png", rng)
+    (tmp_path / "readme.png").write_bytes(b"ignored: no role suffix")
+    pairs = open_pairs(tmp_path)
+    assert pairs.layout == RELOBLUR and pairs.has_masks and len(pairs) == 3
+    assert [p.name for p in pairs.pairs] == ["b/07", "s1/00", "s2/00"]
+    items = list(pairs)
+    for item, files in zip(items, pairs.pairs):
+        np.testing.assert_array_equal(item["blurred"].numpy(), read_image(files.blurred).transpose(2, 0, 1))
+        np.testing.assert_array_equal(item["sharp"].numpy(), read_image(files.sharp).transpose(2, 0, 1))
+        np.testing.assert_array_equal(item["mask"].numpy()[0], read_mask(files.mask).astype(np.float32))
+        assert item["blurred"].dtype == torch.float32 and item["mask"].shape == (1, 12, 10)
+    assert pairs.pairs[2].mask.name == "00_blur_mask.png"
+
+
+def test_reloblur_without_masks(tmp_path, rng):
+    write_pair(tmp_path / "a_blur.png", tmp_path / "a_sharp.png", None, rng)
+    pairs = open_pairs(tmp_path)
+    assert not pairs.has_masks and pairs[0]["mask"] is None and pairs[0]["name"] == "a"
+
+
+def test_paired_roundtrip(tmp_path, rng):
+    for name in ("x", "y"):
+        write_pair(tmp_path / "blur" / f"{name}.png", tmp_path / "sharp" / f"{name}.png",
+                   tmp_path / "mask" / f"{name}.png", rng, size=(8, 14))
+    pairs = open_pairs(tmp_path)
+    assert pairs.layout == PAIRED and len(pairs) == 2 and pairs.has_masks
+    item = pairs[1]
+    assert item["name"] == "y"
+    np.testing.assert_array_equal(item["sharp"].numpy(), read_image(tmp_path / "sharp" / "y.png").transpose(2, 0, 1))
+    np.testing.assert_array_equal(item["mask"].numpy()[0] > 0, read_mask(tmp_path / "mask" / "y.png"))
+
+
+def expect_error(root: Path, culprit: Path, fragment: str) -> None:
+    with pytest.raises(UserError) as exc:
+        open_pairs(root)
+    assert_one_line_naming(exc, culprit)
+    assert fragment in str(exc.value)
+
+
+def test_error_blur_without_sharp(tmp_path, rng):
+    write_image(tmp_path / "a_blur.png", rng.random((4, 4, 3)))
+    expect_error(tmp_path, tmp_path / "a_blur.png", "sharp")
+
+
+def test_error_sharp_without_blur(tmp_path, rng):
+    write_pair(tmp_path / "a_blur.png", tmp_path / "a_sharp.png", None, rng)
+    write_image(tmp_path / "b_sharp.png", rng.random((4, 4, 3)))
+    expect_error(tmp_path, tmp_path / "b_sharp.png", "without")
+
+
+def test_error_paired_missing_sharp_and_orphan_sharp(tmp_path, rng):
+    write_pair(tmp_path / "blur" / "a.png", tmp_path / "sharp" / "a.png", None, rng)
+    write_image(tmp_path / "blur" / "b.png", rng.random((12, 10, 3)))
+    expect_error(tmp_path, tmp_path / "blur" / "b.png", "no sharp image")
+    (tmp_path / "blur" / "b.png").unlink()
+    write_image(tmp_path / "sharp" / "c.png", rng.random((12, 10, 3)))
+    expect_error(tmp_path, tmp_path / "sharp" / "c.png", "without a blur image")
+
+
+@pytest.mark.parametrize("which", ["sharp", "mask"])
+def test_error_size_mismatch(tmp_path, rng, which):
+    write_pair(tmp_path / "a_blur.png", tmp_path / "a_sharp.png", tmp_path / "a_mask.png", rng)
+    culprit = tmp_path / f"a_{which}.png"
+    write_image(culprit, rng.random((12, 11, 3)))
+    expect_error(tmp_path, culprit, "differs")
+
+
+def test_error_paired_size_mismatch(tmp_path, rng):
+    write_pair(tmp_path / "blur" / "a.png", tmp_path / "sharp" / "a.png", None, rng)
+    write_image(tmp_path / "sharp" / "a.png", rng.random((3, 3, 3)))
+    expect_error(tmp_path, tmp_path / "sharp" / "a.png", "differs")
+
+
+def test_error_unreadable_file_in_pairs(tmp_path, rng):
+    write_pair(tmp_path / "a_blur.png", tmp_path / "a_sharp.png", None, rng)
+    (tmp_path / "a_sharp.png").write_text("this is text")
+    expect_error(tmp_path, tmp_path / "a_sharp.png", "not a readable image")
+
+
+def test_error_truncated_file_when_read(tmp_path, rng):
+    write_pair(tmp_path / "a_blur.png", tmp_path / "a_sharp.png", None, rng, size=(64, 64))
+    data = (tmp_path / "a_blur.png").read_bytes()
+    (tmp_path / "a_blur.png").write_bytes(data[: len(data) // 2])
+    pairs = open_pairs(tmp_path)  # the header is intact; decoding finds the damage
+    with pytest.raises(UserError) as exc:
+        pairs[0]
+    assert_one_line_naming(exc, tmp_path / "a_blur.png")
+
+
+def test_error_masks_all_or_nothing(tmp_path, rng):
+    write_pair(tmp_path / "a_blur.png", tmp_path / "a_sharp.png", tmp_path / "a_mask.png", rng)
+    write_pair(tmp_path / "b_blur.png", tmp_path / "b_sharp.png", None, rng)
+    expect_error(tmp_path, tmp_path / "b_blur.png", "no mask")
+
+
+def test_error_ambiguous_partner(tmp_path, rng):
+    write_image(tmp_path / "b" / "a_blur.png", rng.random((4, 4, 3)))
+    write_image(tmp_path / "s1" / "a_sharp.png", rng.random((4, 4, 3)))
+    write_image(tmp_path / "s2" / "a_sharp.png", rng.random((4, 4, 3)))
+    expect_error(tmp_path, tmp_path / "b" / "a_blur.png", "ambiguous")
+
+
+def test_error_empty_missing_and_unrecognised_folders(tmp_path, rng):
+    expect_error(tmp_path, tmp_path, "no image files")
+    expect_error(tmp_path / "missing", tmp_path / "missing", "no such folder")
+    write_image(tmp_path / "photo.png", rng.random((4, 4, 3)))
+    expect_error(tmp_path, tmp_path, "neither layout")
+    expect_error(tmp_path / "photo.png", tmp_path / "photo.png", "is a file")
+    write_image(tmp_path / "blur" / "a.png", rng.random((4, 4, 3)))
+    expect_error(tmp_path, tmp_path / "sharp", "no such folder")

@@ -1,0 +1,293 @@
+"""Native build of the custom ops (real nvcc/CMake compiles) and the loader's checks.
+
+GPU-free: the kernels-only library is compiled for sm_87 and sm_90, its launchers are
+called only where they must return before touching a GPU (nothing to do, bad
+arguments), the plugin sources are compiled against TensorRT headers when some are
+available, and the loader's refusals are exercised on manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from m2ae.errors import UserError
+from m2ae.trt_plugins import build, loader
+from m2ae.trt_plugins.build import PluginBuildConfig, build_plugins, parse_arch_list, tensorrt_header_version
+from m2ae.trt_plugins.loader import BuildManifest, LibraryRecord, archs_run_on
+
+HAVE_TOOLS = shutil.which("cmake") is not None and (shutil.which("nvcc") or Path("/usr/local/cuda/bin/nvcc").is_file())
+needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="cmake or nvcc not found: cannot compile the CUDA sources")
+
+CUDA_ERROR_INVALID_VALUE = 1
+
+
+@pytest.fixture(scope="module")
+def kernels_build(tmp_path_factory: pytest.TempPathFactory) -> build.BuildResult:
+    if not HAVE_TOOLS:
+        pytest.skip("cmake or nvcc not found: cannot compile the CUDA sources")
+    out = tmp_path_factory.mktemp("kernels")
+    return build_plugins(PluginBuildConfig(out_dir=out, kernels_only=True, archs=("87", "90")))
+
+
+@pytest.fixture
+def plugin_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty default build folder, and no library named by the environment."""
+    monkeypatch.setenv(loader.PLUGIN_DIR_ENV, str(tmp_path / "plugins"))
+    monkeypatch.delenv(loader.PLUGIN_LIB_ENV, raising=False)
+    monkeypatch.delenv(loader.KERNELS_LIB_ENV, raising=False)
+    return tmp_path / "plugins"
+
+
+def _tensorrt_include() -> Path | None:
+    if os.environ.get("M2AE_TENSORRT_INCLUDE"):
+        return Path(os.environ["M2AE_TENSORRT_INCLUDE"])
+    if os.environ.get("TENSORRT_ROOT"):
+        return Path(os.environ["TENSORRT_ROOT"]) / "include"
+    return None
+
+
+def _fake_build(root: Path, name: str, tensorrt_version: str | None, archs: tuple[str, ...]) -> Path:
+    """A build folder with a manifest and a placeholder file where the library goes.
+
+    The loader must refuse or pick it on its manifest alone, before it loads anything.
+    """
+    folder = root / name
+    folder.mkdir(parents=True)
+    library = folder / loader.PLUGIN_LIB_NAME
+    library.write_bytes(b"not a library")
+    manifest = BuildManifest(
+        tensorrt_version=tensorrt_version,
+        cuda_archs=archs,
+        cuda_version="13.0",
+        kernels_only=False,
+        libraries={"plugins": LibraryRecord(file=library.name, sha256=build.file_sha256(library))},
+    )
+    (folder / loader.MANIFEST_NAME).write_text(manifest.to_json())
+    return library
+
+
+# --- real compiles ------------------------------------------------------------------
+
+
+@needs_tools
+def test_kernels_compile_for_sm87_and_sm90(kernels_build: build.BuildResult) -> None:
+    result = kernels_build
+    assert result.kernels_library.is_file()
+    assert result.plugin_library is None
+    assert result.manifest.cuda_archs == ("87", "90")
+    assert result.manifest.tensorrt_version is None
+    recorded = BuildManifest.from_file(result.manifest_path)
+    assert recorded.libraries["kernels"].sha256 == build.file_sha256(result.kernels_library)
+    assert recorded.source_sha256 == build.sources_sha256()
+    info = loader.load_kernels(result.out_dir).build_info()
+    assert info["cuda_archs"] == "87,90"
+    assert info["cuda_runtime"] >= 12000
+
+
+@needs_tools
+def test_launchers_return_before_touching_the_gpu(kernels_build: build.BuildResult) -> None:
+    lib = loader.load_kernels(kernels_build.kernels_library).lib
+    # Nothing to do (K == 0, or C == 0): success without a launch, so no GPU needed.
+    assert lib.m2ae_masked_gather(None, None, None, None, 2, 8, 35, 0, 9, 0, 0, None) == 0
+    assert lib.m2ae_masked_gather(None, None, None, None, 2, 0, 35, 0, 9, 7, 1, None) == 0
+    assert lib.m2ae_masked_scatter(None, None, None, None, 0, 8, 35, 0, 1, 0, None) == 0
+    # Bad arguments are refused before any launch.
+    assert lib.m2ae_masked_gather(None, None, None, None, 1, 4, 16, 0, 9, 5, 7, None) == CUDA_ERROR_INVALID_VALUE
+    assert lib.m2ae_masked_gather(None, None, None, None, 1, 4, 16, -1, 9, 5, 0, None) == CUDA_ERROR_INVALID_VALUE
+    assert lib.m2ae_masked_scatter(None, None, None, None, 1, 4, 16, 3, 0, 2, None) == CUDA_ERROR_INVALID_VALUE
+    assert lib.m2ae_masked_scatter(None, None, None, None, 1, 4, 16, 3, 2, 0, None) == CUDA_ERROR_INVALID_VALUE
+    assert lib.m2ae_cuda_error_string(CUDA_ERROR_INVALID_VALUE) == b"invalid argument"
+
+
+@needs_tools
+@pytest.mark.skipif(shutil.which("nm") is None, reason="nm (binutils) not found")
+def test_kernels_library_exports_only_the_c_api(kernels_build: build.BuildResult) -> None:
+    listing = subprocess.run(["nm", "-D", "--defined-only", str(kernels_build.kernels_library)],
+                             capture_output=True, text=True, check=True).stdout
+    exported = {line.split()[-1] for line in listing.splitlines() if " T " in line}
+    # Hidden visibility keeps kernels and helpers private, so two copies cannot clash.
+    assert exported == {"m2ae_masked_gather", "m2ae_masked_scatter", "m2ae_kernels_build_info",
+                        "m2ae_cuda_error_string"}
+
+
+@needs_tools
+def test_plugin_sources_compile_against_tensorrt_headers(tmp_path: Path) -> None:
+    include = _tensorrt_include()
+    if include is None or not (include / "NvInferRuntime.h").is_file():
+        pytest.skip("TensorRT headers not found; set M2AE_TENSORRT_INCLUDE")
+    result = build_plugins(PluginBuildConfig(out_dir=tmp_path, headers_only=True, archs=("87",),
+                                             tensorrt_include=include))
+    assert result.plugin_library is None
+    assert result.manifest.tensorrt_version == tensorrt_header_version(include)
+    objects = sorted(p.name for p in (tmp_path / "build").rglob("*.cpp.o"))
+    assert objects == sorted(f"{name}.cpp.o" for name in (
+        "plugin_common", "masked_gather_plugin", "masked_scatter_plugin", "masked_ops_creators",
+        "plugin_registration"))
+
+
+@needs_tools
+def test_plugin_build_without_tensorrt_says_what_to_install(tmp_path: Path) -> None:
+    system_headers = [Path(p) / "NvInferRuntime.h" for p in (
+        "/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include")]
+    if any(p.is_file() for p in system_headers) or os.environ.get("TENSORRT_ROOT"):
+        pytest.skip("TensorRT is installed here, so the plugin build would not fail")
+    with pytest.raises(UserError, match="--tensorrt-root.*--kernels-only"):
+        build_plugins(PluginBuildConfig(out_dir=tmp_path, archs=("87",)))
+    assert not (tmp_path / loader.PLUGIN_LIB_NAME).exists()
+    assert not (tmp_path / loader.MANIFEST_NAME).exists()
+
+
+# --- build driver errors (no compile) --------------------------------------------------
+
+
+def test_parse_arch_list() -> None:
+    assert parse_arch_list("87,90") == ("87", "90")
+    assert parse_arch_list("sm_87; 110") == ("87", "110")
+    assert parse_arch_list("90a,89-real") == ("90a", "89-real")
+    for bad in ("", "8.7", "orin", "87,x"):
+        with pytest.raises(UserError, match="--arch"):
+            parse_arch_list(bad)
+
+
+def test_missing_cmake_and_nvcc_say_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="install CMake"):
+        build.find_cmake()
+    monkeypatch.delenv("CUDACXX", raising=False)
+    monkeypatch.setattr(build, "DEFAULT_NVCC", tmp_path / "absent" / "nvcc")
+    with pytest.raises(UserError, match="install the CUDA toolkit"):
+        build.find_nvcc()
+
+
+def test_bad_build_options(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--tensorrt-root"):
+        build_plugins(PluginBuildConfig(out_dir=tmp_path, tensorrt_root=tmp_path / "nope"))
+    with pytest.raises(UserError, match="exclude each other"):
+        build_plugins(PluginBuildConfig(out_dir=tmp_path, kernels_only=True, headers_only=True))
+
+
+def test_tensorrt_header_version_reads_10_and_11_styles(tmp_path: Path) -> None:
+    (tmp_path / "v10").mkdir()
+    (tmp_path / "v10" / "NvInferVersion.h").write_text(
+        "#define NV_TENSORRT_MAJOR 10 //!< major\n#define NV_TENSORRT_MINOR 3\n#define NV_TENSORRT_PATCH 0\n")
+    (tmp_path / "v11").mkdir()
+    (tmp_path / "v11" / "NvInferVersion.h").write_text(
+        "#define TRT_MAJOR_ENTERPRISE 11\n#define TRT_MINOR_ENTERPRISE 1\n#define TRT_PATCH_ENTERPRISE 2\n"
+        "#define NV_TENSORRT_MAJOR TRT_MAJOR_ENTERPRISE\n#define NV_TENSORRT_MINOR TRT_MINOR_ENTERPRISE\n"
+        "#define NV_TENSORRT_PATCH TRT_PATCH_ENTERPRISE\n")
+    assert tensorrt_header_version(tmp_path / "v10") == "10.3.0"
+    assert tensorrt_header_version(tmp_path / "v11") == "11.1.2"
+    assert tensorrt_header_version(tmp_path) is None
+
+
+def test_cli_reports_bad_arch_as_user_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from m2ae.cli import main
+
+    assert main(["plugin", "build", "--arch", "orin"]) == 2
+    assert "--arch" in capsys.readouterr().err
+
+
+# --- loader ---------------------------------------------------------------------------
+
+
+def test_load_missing_explicit_path_says_build(plugin_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="m2ae plugin build"):
+        loader.load(tmp_path / "missing.so")
+    with pytest.raises(UserError, match="m2ae plugin build"):
+        loader.load(tmp_path)  # a folder without the library
+
+
+def test_load_missing_env_path_names_the_variable(plugin_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    monkeypatch.setenv(loader.PLUGIN_LIB_ENV, str(tmp_path / "nowhere.so"))
+    with pytest.raises(UserError, match=r"\$M2AE_PLUGIN_LIB.*m2ae plugin build"):
+        loader.load()
+
+
+def test_load_without_any_build_says_build(plugin_root: Path) -> None:
+    with pytest.raises(UserError, match=f"no {loader.PLUGIN_LIB_NAME} found in .*m2ae plugin build"):
+        loader.load()
+    with pytest.raises(UserError, match="m2ae plugin build"):
+        loader.load_kernels()
+
+
+def test_load_refuses_other_tensorrt_version(plugin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    library = _fake_build(plugin_root, "old", tensorrt_version="10.3.0", archs=("87",))
+    monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: "11.1.0")
+    monkeypatch.setattr(loader, "visible_compute_capability", lambda: None)
+    with pytest.raises(UserError, match=r"built against TensorRT 10\.3\.0 but this Python has TensorRT 11\.1\.0"):
+        loader.load(library)
+    with pytest.raises(UserError, match="TensorRT 10.3.0"):
+        loader.load()  # the only default build does not fit either
+
+
+def test_load_accepts_same_major_minor_other_patch(plugin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    library = _fake_build(plugin_root, "b", tensorrt_version="10.3.0", archs=("87",))
+    monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: "10.3.1.post1")
+    monkeypatch.setattr(loader, "visible_compute_capability", lambda: (8, 7))
+    assert loader.find_library(loader.PLUGIN_LIB_NAME, None, loader.PLUGIN_LIB_ENV, need_tensorrt=True) == library.resolve()
+
+
+def test_load_refuses_other_gpu_architecture(plugin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    library = _fake_build(plugin_root, "desktop", tensorrt_version="10.3.0", archs=("89-real", "90-real"))
+    monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: None)
+    monkeypatch.setattr(loader, "visible_compute_capability", lambda: (8, 7))
+    with pytest.raises(UserError, match=r"architectures 89-real,90-real but the GPU is sm_87.*--arch 87"):
+        loader.load(library)
+
+
+def test_default_search_skips_incompatible_newer_build(plugin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fitting = _fake_build(plugin_root, "trt10", tensorrt_version="10.3.0", archs=("87",))
+    newer = _fake_build(plugin_root, "trt11", tensorrt_version="11.1.0", archs=("87",))
+    os.utime(fitting, (1_000_000, 1_000_000))
+    assert newer.stat().st_mtime > fitting.stat().st_mtime
+    monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: "10.3.0")
+    monkeypatch.setattr(loader, "visible_compute_capability", lambda: None)
+    found = loader.find_library(loader.PLUGIN_LIB_NAME, None, loader.PLUGIN_LIB_ENV, need_tensorrt=True)
+    assert found == fitting.resolve()
+    monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: "11.1.0")
+    found = loader.find_library(loader.PLUGIN_LIB_NAME, None, loader.PLUGIN_LIB_ENV, need_tensorrt=True)
+    assert found == newer.resolve()
+
+
+def test_unreadable_manifest_is_a_user_error(plugin_root: Path) -> None:
+    library = _fake_build(plugin_root, "broken", tensorrt_version="10.3.0", archs=("87",))
+    (library.parent / loader.MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(UserError, match="unreadable plugin build manifest"):
+        loader.load(library)
+
+
+def test_manifest_round_trip(tmp_path: Path) -> None:
+    manifest = BuildManifest(tensorrt_version="10.3.0", cuda_archs=("87", "110"), cuda_version="13.0",
+                             kernels_only=False, libraries={"plugins": LibraryRecord("libx.so", "ab" * 32)},
+                             source_sha256="cd" * 32, built_at="2026-01-01T00:00:00+00:00")
+    path = tmp_path / "manifest.json"
+    path.write_text(manifest.to_json())
+    assert BuildManifest.from_file(path) == manifest
+    assert json.loads(path.read_text())["format"] == loader.MANIFEST_FORMAT
+
+
+@pytest.mark.parametrize(
+    ("archs", "capability", "expected"),
+    [
+        (("87",), (8, 7), True),
+        (("86-real",), (8, 7), True),  # same major, older minor: binary compatible
+        (("89-real",), (8, 7), False),  # newer minor than the GPU
+        (("80-real",), (9, 0), False),  # code for another major does not run
+        (("80",), (9, 0), True),  # ...but its PTX is JIT compiled
+        (("90-virtual",), (8, 7), False),  # PTX never runs on an older GPU
+        (("90a",), (9, 0), True),
+        (("90a",), (10, 0), False),  # arch-specific code runs only on its own GPU
+        (("110",), (8, 7), False),
+        (("87", "110"), (11, 0), True),
+        (("native",), (8, 7), None),
+    ],
+)
+def test_archs_run_on(archs: tuple[str, ...], capability: tuple[int, int], expected: bool | None) -> None:
+    assert archs_run_on(archs, capability) is expected

@@ -1,0 +1,304 @@
+"""TensorRT runtime: compatibility checks and messages (everywhere), inference (GPU only).
+
+The mismatch check is a pure function of the sidecar and a ``PlatformInfo``, tested
+here without TensorRT. Inference tests build real engines and compare them with ONNX
+Runtime (standard ops) or the numpy reference (plugin ops); they run only where
+TensorRT, pycuda and an NVIDIA GPU are present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from m2ae.errors import UserError
+from m2ae.export.engine_cache import EngineKey, Profile, Sidecar, cache_key, sidecar_path
+from m2ae.export.platform_info import PlatformInfo, detect_platform
+from m2ae.runtime.base import open_engine
+from m2ae.runtime.trt_engine import TensorRTEngine, check_engine_compatible
+from m2ae.trt_plugins import reference
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+HAS_PYCUDA = importlib.util.find_spec("pycuda") is not None
+PLATFORM = detect_platform()
+needs_gpu_runtime = pytest.mark.skipif(
+    not (HAS_TENSORRT and HAS_PYCUDA and PLATFORM.has_gpu),
+    reason="needs TensorRT, pycuda and an NVIDIA GPU (one or more is missing here)",
+)
+
+
+def machine(**changes) -> PlatformInfo:
+    base = PlatformInfo(
+        tensorrt_version="10.3.0.30",
+        cuda_driver_version="12.6",
+        cuda_runtime_version="12.6",
+        gpu_name="Orin",
+        compute_capability="8.7",
+        is_jetson=True,
+        jetson_model="orin",
+        unified_memory=True,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def sidecar_for(platform: PlatformInfo, **key_changes) -> Sidecar:
+    key = EngineKey(
+        onnx_sha256="0" * 64,
+        tensorrt_version=platform.tensorrt_version or "",
+        gpu_name=platform.gpu_name or "",
+        compute_capability=platform.compute_capability or "",
+        plugin_sha256=None,
+        profile=Profile(min=(256, 256), opt=(720, 1280), max=(1088, 1920)),
+    )
+    key = dataclasses.replace(key, **key_changes)
+    return Sidecar(
+        key=key,
+        cache_key=cache_key(key),
+        onnx_path="/models/m2ae_plugin_fp16.onnx",
+        onnx_metadata={"m2ae.multiple": "16", "m2ae.preset": "tiny"},
+    )
+
+
+# ---------------------------------------------------------------- compatibility
+
+
+def test_compatible_engine_passes_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_engine_compatible(sidecar_for(machine()), machine(), "m.engine")
+
+
+def test_tensorrt_version_mismatch_says_how_to_rebuild():
+    sidecar = sidecar_for(machine(tensorrt_version="10.3.0.26"))
+    with pytest.raises(UserError) as info:
+        check_engine_compatible(sidecar, machine(), "/e/m.engine")
+    message = str(info.value)
+    assert "10.3.0.26" in message and "10.3.0.30" in message and "/e/m.engine" in message
+    assert (
+        "m2ae build --onnx /models/m2ae_plugin_fp16.onnx --min 256x256 --opt 720x1280 --max 1088x1920 "
+        "--out /e/m.engine" in message
+    )
+    assert "\n" not in message
+
+
+def test_compute_capability_mismatch_names_both_gpus():
+    sidecar = sidecar_for(machine(gpu_name="NVIDIA GeForce RTX 4090", compute_capability="8.9"))
+    with pytest.raises(UserError, match=r"RTX 4090 \(compute capability 8\.9\).*Orin \(compute capability 8\.7\)"):
+        check_engine_compatible(sidecar, machine(), "m.engine")
+
+
+def test_other_gpu_of_same_architecture_only_warns():
+    sidecar = sidecar_for(machine(gpu_name="NVIDIA GeForce RTX 4080", compute_capability="8.9"))
+    here = machine(gpu_name="NVIDIA GeForce RTX 4090", compute_capability="8.9", is_jetson=False)
+    with pytest.warns(UserWarning, match="RTX 4080.*RTX 4090.*m2ae build"):
+        check_engine_compatible(sidecar, here, "m.engine")
+
+
+def test_missing_tensorrt_or_gpu_is_explained():
+    sidecar = sidecar_for(machine())
+    with pytest.raises(UserError, match="needs TensorRT 10.3.0.30.*python3-libnvinfer"):
+        check_engine_compatible(sidecar, machine(tensorrt_version=None), "m.engine")
+    desktop = machine(tensorrt_version=None, is_jetson=False, jetson_model=None)
+    with pytest.raises(UserError, match=r"pip install 'm2ae\[trt\]'"):
+        check_engine_compatible(sidecar, desktop, "m.engine")
+    with pytest.raises(UserError, match="NVIDIA GPU"):
+        check_engine_compatible(sidecar, machine(gpu_name=None, compute_capability=None), "m.engine")
+
+
+def test_rebuild_command_carries_every_build_option():
+    sidecar = sidecar_for(machine(), legacy_fp16=True, dla_core=1, workspace_mib=512, batch=2)
+    sidecar = dataclasses.replace(sidecar, onnx_path="/my models/m.onnx", plugin_path="/p/libm2ae.so")
+    command = sidecar.rebuild_command("out dir/m.engine")
+    assert command.startswith("m2ae build --onnx '/my models/m.onnx' --min 256x256")
+    parts = ("--plugin /p/libm2ae.so", "--batch 2", "--fp16", "--dla 1", "--workspace 512", "--out 'out dir/m.engine'")
+    for part in parts:
+        assert part in command
+
+
+# ---------------------------------------------------------------- opening engines
+
+
+def write_fake_engine(tmp_path: Path, sidecar: Sidecar | None) -> Path:
+    """Engine bytes that are never deserialized: every test below stops before that."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not a plan")
+    if sidecar is not None:
+        sidecar.write(sidecar_path(engine))
+    return engine
+
+
+def test_missing_engine_or_sidecar(tmp_path):
+    with pytest.raises(UserError, match="no such engine file"):
+        TensorRTEngine(tmp_path / "none.engine")
+    engine = write_fake_engine(tmp_path, None)
+    with pytest.raises(UserError, match=r"no sidecar m\.engine\.json.*m2ae build"):
+        TensorRTEngine(engine)
+    with pytest.raises(UserError, match="no sidecar"):
+        open_engine(engine)
+
+
+def test_bad_multiple_in_sidecar_metadata(tmp_path):
+    sidecar = dataclasses.replace(sidecar_for(machine()), onnx_metadata={"m2ae.multiple": "sixteen"})
+    with pytest.raises(UserError, match="m2ae.multiple='sixteen'"):
+        TensorRTEngine(write_fake_engine(tmp_path, sidecar))
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here, so the missing-TensorRT message cannot show")
+def test_engine_on_machine_without_tensorrt_explains_install(tmp_path):
+    engine = write_fake_engine(tmp_path, sidecar_for(machine()))
+    with pytest.raises(UserError, match=r"needs TensorRT 10\.3\.0\.30, which is not installed; install it with"):
+        open_engine(engine)
+
+
+@needs_gpu_runtime
+def test_mismatched_engine_fails_before_deserializing(tmp_path):
+    other = dataclasses.replace(PLATFORM, tensorrt_version="9.9.9.9")
+    engine = write_fake_engine(tmp_path, sidecar_for(other))
+    with pytest.raises(UserError, match=r"built with TensorRT 9\.9\.9\.9.*rebuild it on this machine: m2ae build"):
+        TensorRTEngine(engine)
+
+
+# ---------------------------------------------------------------- inference on a GPU
+
+
+def plain_onnx(path: Path, mask_input: bool) -> Path:
+    """restored = 0.5 * image + 0.25 (+ 0.1 * mask); mask = mean(image) > 0.5 or the input mask."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    mask = helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    restored = helper.make_tensor_value_info("restored", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    scalars = (("half", 0.5), ("quarter", 0.25)) + ((("tenth", 0.1),) if mask_input else ())
+    consts = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in scalars]
+    nodes = [helper.make_node("Mul", ["image", "half"], ["scaled"])]
+    if mask_input:
+        nodes += [
+            helper.make_node("Mul", ["mask", "tenth"], ["bump"]),
+            helper.make_node("Add", ["scaled", "bump"], ["shifted"]),
+            helper.make_node("Add", ["shifted", "quarter"], ["restored"]),
+        ]
+        inputs, outputs = [image, mask], [restored, mask]
+    else:
+        nodes += [
+            helper.make_node("Add", ["scaled", "quarter"], ["restored"]),
+            helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1], keepdims=1),
+            helper.make_node("Greater", ["mean", "half"], ["blurred"]),
+            helper.make_node("Cast", ["blurred"], ["mask"], to=TensorProto.FLOAT),
+        ]
+        inputs, outputs = [image], [restored, mask]
+    model = helper.make_model(
+        helper.make_graph(nodes, "plain", inputs, outputs, initializer=consts),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    helper.set_model_props(model, {"m2ae.multiple": "8", "m2ae.precision": "fp32"})
+    onnx.save(model, str(path))
+    return path
+
+
+def build(onnx_path: Path, tmp_path: Path, plugin: str = "auto") -> Path:
+    from m2ae.export.trt_builder import BuildConfig, build_engine
+
+    config = BuildConfig(
+        onnx=onnx_path, plugin=plugin, profile=Profile((16, 16), (64, 64), (128, 128)), batch=2,
+        cache_dir=tmp_path / "cache", progress=False,
+    )
+    return build_engine(config).engine_path
+
+
+def onnxruntime_outputs(onnx_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+@needs_gpu_runtime
+@pytest.mark.parametrize("mask_input", [False, True])
+def test_engine_matches_onnxruntime_across_shapes(tmp_path, rng, mask_input):
+    onnx_path = plain_onnx(tmp_path / "plain.onnx", mask_input)
+    with TensorRTEngine(build(onnx_path, tmp_path)) as engine:
+        assert engine.backend == "tensorrt" and engine.multiple == 8 and engine.takes_mask is mask_input
+        assert engine.metadata["m2ae.precision"] == "fp32"
+        for h, w in ((16, 16), (64, 40), (128, 128), (64, 40)):  # reallocation, then reuse
+            image = rng.random((2, 3, h, w), dtype=np.float32)
+            feeds = {"image": image}
+            if mask_input:
+                feeds["mask"] = (rng.random((2, 1, h, w)) > 0.5).astype(np.float32)
+            got = engine.infer(image, feeds.get("mask"))
+            want = onnxruntime_outputs(onnx_path, feeds)
+            np.testing.assert_allclose(got.restored, want["restored"], atol=1e-6)
+            np.testing.assert_array_equal(got.mask, want.get("mask", feeds.get("mask")))
+            assert got.restored.dtype == np.float32 and got.restored.shape == (2, 3, h, w)
+
+
+@needs_gpu_runtime
+def test_engine_rejects_inputs_outside_its_profile(tmp_path, rng):
+    with TensorRTEngine(build(plain_onnx(tmp_path / "plain.onnx", False), tmp_path)) as engine:
+        with pytest.raises(UserError, match="outside the engine's profile"):
+            engine.infer(rng.random((2, 3, 256, 64), dtype=np.float32))
+        with pytest.raises(UserError, match="not a multiple of 8"):
+            engine.infer(rng.random((2, 3, 60, 64), dtype=np.float32))
+        with pytest.raises(UserError, match="predicts its mask"):
+            engine.infer(rng.random((2, 3, 64, 64), dtype=np.float32), np.ones((2, 1, 64, 64), np.float32))
+
+
+def plugin_onnx(path: Path, pixels: np.ndarray) -> Path:
+    """restored = image with the given linear pixels doubled, via MaskedGather + MaskedScatter."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"])
+    restored = helper.make_tensor_value_info("restored", TensorProto.FLOAT, [1, 3, "H", "W"])
+    mask = helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, "H", "W"])
+    table = (-2 - pixels).astype(np.int32)[None, :]
+    inits = [
+        # Only dense pixels are picked (table <= -2); one token column keeps the constant non-empty.
+        helper.make_tensor("tokens", TensorProto.FLOAT, [3, 1], [9.0, 9.0, 9.0]),
+        helper.make_tensor("table", TensorProto.INT32, list(table.shape), table.ravel().tolist()),
+        helper.make_tensor("index", TensorProto.INT32, [pixels.size], pixels.astype(np.int32).tolist()),
+        helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+    ]
+    attrs = {"plugin_version": "1", "plugin_namespace": "m2ae"}
+    nodes = [
+        helper.make_node("MaskedGather", ["image", "tokens", "table"], ["picked"], domain="m2ae", **attrs),
+        helper.make_node("Mul", ["picked", "two"], ["doubled"]),
+        helper.make_node(
+            "MaskedScatter", ["image", "doubled", "index"], ["restored"], domain="m2ae", accumulate=0, **attrs
+        ),
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["mean", "two"], ["mask"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "plugin", [image], [restored, mask], initializer=inits),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("m2ae", 1)],
+    )
+    helper.set_model_props(model, {"m2ae.multiple": "8", "m2ae.variant": "plugin"})
+    onnx.save(model, str(path))
+    return path
+
+
+@needs_gpu_runtime
+def test_plugin_engine_matches_the_numpy_reference(tmp_path, rng):
+    try:
+        from m2ae.trt_plugins.loader import load
+
+        load()
+    except (ImportError, UserError) as exc:
+        pytest.skip(f"the m2ae TensorRT plugin library is not available: {exc}")
+    pixels = np.array([0, 5, 17, 63, 200, 255], dtype=np.int32)  # inside the smallest 16x16 image
+    onnx_path = plugin_onnx(tmp_path / "plugin.onnx", pixels)
+    from m2ae.export.trt_builder import BuildConfig, build_engine
+
+    result = build_engine(BuildConfig(onnx=onnx_path, profile=Profile((16, 16), (32, 32), (64, 64)),
+                                      cache_dir=tmp_path / "cache", progress=False))
+    assert result.sidecar.key.plugin_sha256 is not None
+    with TensorRTEngine(result.engine_path) as engine:
+        for h, w in ((16, 16), (32, 48), (64, 64)):
+            image = rng.random((1, 3, h, w), dtype=np.float32)
+            tokens = np.full((3, 1), 9.0, np.float32)
+            picked = reference.masked_gather(image, tokens, (-2 - pixels)[None, :].astype(np.int32))
+            want = reference.masked_scatter(image, picked * 2, pixels)
+            np.testing.assert_allclose(engine.infer(image).restored, want, rtol=1e-6, atol=1e-6)
