@@ -26,7 +26,7 @@ from m2ae import __version__
 from m2ae.atomic import write_bytes
 from m2ae.errors import UserError
 from m2ae.export.pruned import PrunedM2AE
-from m2ae.export.reparam import fold_branches
+from m2ae.export.reparam import deploy_form
 from m2ae.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from m2ae.model.network import M2AENet
 from m2ae.runtime.base import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
@@ -82,7 +82,7 @@ class DenseGraph(nn.Module):
 
     def __init__(self, model: M2AENet) -> None:
         super().__init__()
-        self.model = fold_branches(model) if model.config.rep_branches else model.eval()
+        self.model = deploy_form(model)
 
     def forward(self, image: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         out = self.model(image, gate="pred" if mask is None else mask)
@@ -108,7 +108,12 @@ def _trace_to_onnx(module: nn.Module, multiple: int, mask_input: bool, opset: in
             dynamic_axes={name: {0: "N", 2: "H", 3: "W"} for name in inputs + outputs},
             custom_opsets={DOMAIN: 1}, do_constant_folding=True,
         )
-    return onnx.load_model_from_string(buffer.getvalue())
+    model = onnx.load_model_from_string(buffer.getvalue())
+    # A custom op's symbolic type carries no sizes, so the plugin graph's ``restored`` would
+    # get a symbolic channel dim: pin the static channel counts of the outputs.
+    for output, channels in zip(model.graph.output, (image.shape[1], 1)):
+        output.type.tensor_type.shape.dim[1].dim_value = channels
+    return model
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from m2ae.export.reparam import NEIGHBOUR_OFFSETS, fold_branches, gather_weight, pointwise_weight
+from m2ae.export.reparam import NEIGHBOUR_OFFSETS, deploy_form, gather_weight, pointwise_weight
 from m2ae.model.heads import guide_at_scale, hard_mask
 from m2ae.model.layers import MaskedResBlock, activation
 from m2ae.model.network import M2AENet, scale_mask
@@ -168,11 +168,10 @@ class PrunedM2AE(nn.Module):
 
     def __init__(self, model: M2AENet) -> None:
         super().__init__()
-        folded = fold_branches(model) if model.config.rep_branches else model
-        folded = folded.eval()
+        folded = deploy_form(model)
         self.config = folded.config
         self.mask_head = folded.mask_head
-        self.motion_features = folded.motion.features
+        self.motion = folded.motion
         self.stem = folded.stem
         widths, cg = self.config.widths(), self.config.motion_channels
         self.encoder = nn.ModuleList(PrunedStage(b, widths[s], cg) for s, b in enumerate(folded.encoder))
@@ -184,7 +183,7 @@ class PrunedM2AE(nn.Module):
     def forward(self, image: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if mask is None:
             mask = hard_mask(self.mask_head(image), self.config.threshold, self.config.mask_dilation)
-        guide = self.motion_features(F.pixel_unshuffle(image, 4))
+        guide = self.motion.guide(image)
         tables = [build_tables(scale_mask(mask, s)) for s in range(self.config.num_scales)]
         guides = [guide_at_scale(guide, s) for s in range(self.config.num_scales)]
         x = self.stem(image)

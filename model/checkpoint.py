@@ -8,8 +8,6 @@ A checkpoint is a plain dict of tensors and builtins: ``format``, ``config`` (an
 from __future__ import annotations
 
 import hashlib
-import pickle
-import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -75,7 +73,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 (the unpickler raises KeyError, IndexError, ... on garbage)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable m2ae checkpoint ({first[:160]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -96,8 +94,11 @@ def load_checkpoint(name_or_path: str | Path, expect_preset: str | None = None) 
     model = M2AENet(config)
     try:
         model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as exc:
+    except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
         detail = str(exc).strip().splitlines()[0][:160]
         raise UserError(f"{path}: weights do not match the {config.preset!r} network ({detail})") from None
+    step = state.get("step", 0)
+    if not isinstance(step, int) or step < 0:
+        raise UserError(f"{path}: checkpoint has an invalid step {step!r}")
     model.eval()
-    return LoadedCheckpoint(model, config, int(state.get("step", 0)), path, file_sha256(path), state)
+    return LoadedCheckpoint(model, config, step, path, file_sha256(path), state)

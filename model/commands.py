@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+
+from m2ae.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,10 +68,14 @@ def _eval(args: argparse.Namespace) -> int:
     from m2ae.model.data.sources import evaluation_samples
     from m2ae.model.evaluate import evaluate
 
+    if args.data == "synthetic" and args.num_images <= 0:
+        raise UserError(f"--num-images must be positive, got {args.num_images}")
     loaded = load_checkpoint(args.checkpoint)
     samples = evaluation_samples(args.data, args.num_images, args.size)
     result = evaluate(loaded.model, samples, progress=not args.no_progress, total=len(samples))
-    text = json.dumps(result.to_dict(), indent=2)
+    # Undefined metrics (no annotated mask) are null: NaN is not valid JSON.
+    metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.to_dict().items()}
+    text = json.dumps(metrics, indent=2)
     print(text)
     if args.json:
         write_text(args.json, text + "\n")

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
+from m2ae.model.heads import blur_probability
 from m2ae.model.network import M2AENet
 from m2ae.padding import crop_to, pad_to_multiple
 
@@ -75,7 +77,7 @@ def evaluate(
     model.eval()
     psnr, psnr_b, ssim, ssim_b, psnr_m, psnr_mb = [], [], [], [], [], []
     inter = union = 0
-    count = 0
+    count = annotated = 0
     for sample in tqdm(samples, total=total, desc="eval", unit="img", disable=not progress):
         blurred = np.asarray(sample["blurred"], dtype=np.float32)
         sharp = np.asarray(sample["sharp"], dtype=np.float32)
@@ -86,6 +88,7 @@ def evaluate(
         ssim_b.append(_ssim(blurred, sharp))
         gt = sample.get("mask")
         if gt is not None:
+            annotated += 1
             gt_mask = np.asarray(gt).reshape(sharp.shape[-2:]) > 0.5
             inter += int((gt_mask & pred_mask).sum())
             union += int((gt_mask | pred_mask).sum())
@@ -107,7 +110,37 @@ def evaluate(
         psnr_masked_blurred=mean(psnr_mb),
         ssim=mean(ssim),
         ssim_blurred=mean(ssim_b),
-        mask_iou=(inter / union) if union else 1.0,
+        mask_iou=(inter / union if union else 1.0) if annotated else math.nan,
         num_images=count,
         num_masked_images=len(psnr_m),
     )
+
+
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+@torch.no_grad()
+def calibrate_threshold(
+    model: M2AENet,
+    samples: Iterable[Mapping[str, np.ndarray | None]],
+    device: str | torch.device = "cpu",
+    grid: Sequence[float] = THRESHOLD_GRID,
+) -> float:
+    """The p_blur threshold (on ``grid``) with the best mask IoU over ``samples``."""
+    model.eval()
+    inter = np.zeros(len(grid))
+    union = np.zeros(len(grid))
+    for sample in samples:
+        gt = np.asarray(sample["mask"]).reshape(np.asarray(sample["blurred"]).shape[-2:]) > 0.5
+        image = torch.from_numpy(pad_to_multiple(np.asarray(sample["blurred"], dtype=np.float32), model.config.multiple))
+        height, width = gt.shape
+        p_blur = blur_probability(model.mask_head(image[None].to(device)))[0, 0, :height, :width]
+        if model.config.mask_dilation > 0:
+            p_blur = F.max_pool2d(p_blur[None], 2 * model.config.mask_dilation + 1, 1, model.config.mask_dilation)[0]
+        p_blur = p_blur.cpu().numpy()
+        for i, threshold in enumerate(grid):
+            pred = p_blur > threshold
+            inter[i] += (pred & gt).sum()
+            union[i] += (pred | gt).sum()
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    return float(grid[int(np.argmax(iou))])

@@ -9,10 +9,30 @@ from torch import nn
 from m2ae.model.layers import activation
 
 HEAD_STRIDE = 4
+#: the heads see each colour channel twice: centred, and as its 3x3 high-pass detail
+HEAD_FEATURES = 2
 
 
-def _stride4_view(x: torch.Tensor) -> torch.Tensor:
-    return F.pixel_unshuffle(x, HEAD_STRIDE)
+def head_features(x: torch.Tensor) -> torch.Tensor:
+    """The heads' full-resolution input: the centred image and its high-pass detail.
+
+    Blur is a loss of high frequencies: handing the light heads the detail layer
+    explicitly (a fixed 3x3 high-pass, amplified to the scale of the image) is what lets
+    a few small convs tell blurred from sharp texture within a short training run.
+    """
+    detail = x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    return torch.cat([2.0 * x - 1.0, 8.0 * detail], dim=1)
+
+
+class HeadStem(nn.Module):
+    """First layer of both heads: a 3x3 conv over the stride-4 (pixel-unshuffled) view."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(HEAD_FEATURES * in_channels * HEAD_STRIDE**2, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pixel_unshuffle(head_features(x), HEAD_STRIDE))
 
 
 class BlurMaskHead(nn.Module):
@@ -20,8 +40,8 @@ class BlurMaskHead(nn.Module):
 
     def __init__(self, in_channels: int, channels: int) -> None:
         super().__init__()
+        self.stem = HeadStem(in_channels, channels)
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels * HEAD_STRIDE**2, channels, 3, padding=1),
             activation(),
             nn.Conv2d(channels, channels, 3, padding=1),
             activation(),
@@ -29,7 +49,7 @@ class BlurMaskHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.body(_stride4_view(x))
+        logits = self.body(self.stem(x))
         return F.interpolate(logits, scale_factor=HEAD_STRIDE, mode="bilinear", align_corners=False)
 
 
@@ -58,17 +78,21 @@ class MotionAnalyser(nn.Module):
         super().__init__()
         self.points = points
         self.max_displacement = max_displacement
+        self.stem = HeadStem(in_channels, channels)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels * HEAD_STRIDE**2, channels, 3, padding=1),
             activation(),
             nn.Conv2d(channels, channels, 3, padding=1),
             activation(),
         )
         self.trajectory_head = nn.Conv2d(channels, 2 * points, 3, padding=1)
 
+    def guide(self, x: torch.Tensor) -> torch.Tensor:
+        """Guide features [N,Cg,H/4,W/4]: all inference needs (the trajectory serves the loss)."""
+        return self.features(self.stem(x))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (guide features [N,Cg,H/4,W/4], trajectory [N,2T,H,W])."""
-        guide = self.features(_stride4_view(x))
+        guide = self.guide(x)
         offsets = torch.tanh(self.trajectory_head(guide)) * self.max_displacement
         trajectory = F.interpolate(offsets, scale_factor=HEAD_STRIDE, mode="bilinear", align_corners=False)
         return guide, trajectory

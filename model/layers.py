@@ -109,11 +109,16 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """1x1 then pixel-shuffle: doubles H and W, dense and light."""
+    """1x1 then pixel-shuffle: doubles H and W, dense and light.
+
+    The bias is one per output channel, added after the shuffle, so the whole layer
+    is exactly a 2x2 stride-2 transposed conv (how the export writes it).
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_channels, 4 * out_channels, 1)
+        self.proj = nn.Conv2d(in_channels, 4 * out_channels, 1, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.proj(x), 2)
+        return F.pixel_shuffle(self.proj(x), 2) + self.bias.reshape(1, -1, 1, 1)

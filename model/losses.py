@@ -15,7 +15,7 @@ from m2ae.model.network import M2AEOutput
 class LossWeights:
     fft: float = 0.05
     reblur: float = 0.2
-    mask: float = 0.1
+    mask: float = 0.5
     #: extra weight of blurred pixels in the mask BCE (they are the minority class)
     mask_pos_weight: float = 2.0
 

@@ -9,6 +9,7 @@ draws its own samples and DistributedDataParallel averages the gradients.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from m2ae.errors import UserError
 from m2ae.model.checkpoint import read_checkpoint, save_checkpoint
 from m2ae.model.config import get_preset
-from m2ae.model.evaluate import EvalResult, evaluate
+from m2ae.model.evaluate import EvalResult, calibrate_threshold, evaluate
 from m2ae.model.losses import LossWeights, m2ae_loss, mask_iou
 from m2ae.model.network import M2AENet
 
@@ -45,6 +46,8 @@ class TrainConfig:
     warmup_steps: int = 50
     #: fraction of steps over which the gate fades from ground truth to predicted
     teacher_forcing: float = 0.3
+    #: largest object motion of synthetic training pairs, in pixels
+    synthetic_motion: float = 16.0
     gumbel_tau: float = 1.0
     seed: int = 0
     val_every: int = 250
@@ -64,6 +67,9 @@ class BatchSource(Protocol):
 
     def validation(self) -> list[dict[str, np.ndarray]]:
         """A fixed held-out list of CHW samples."""
+
+    def calibration(self) -> list[dict[str, np.ndarray]]:
+        """Training-distribution CHW samples never used for a step (to choose the threshold)."""
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -88,7 +94,7 @@ def make_source(config: TrainConfig) -> BatchSource:
     from m2ae.model.data.sources import FolderSource, SyntheticSource
 
     if config.data == "synthetic":
-        return SyntheticSource(config.crop, config.batch_size, config.seed, config.val_images)
+        return SyntheticSource(config.crop, config.batch_size, config.seed, config.val_images, config.synthetic_motion)
     return FolderSource(Path(config.data), config.crop, config.batch_size, config.seed, config.val_images)
 
 
@@ -144,7 +150,12 @@ def train(
     checkpoint), which is how the resume test interrupts a run.
     """
     model_config = get_preset(config.preset)
+    if config.crop % model_config.multiple or config.crop < model_config.min_size:
+        raise UserError(f"--crop {config.crop}: the {config.preset!r} network needs a multiple of "
+                        f"{model_config.multiple}, at least {model_config.min_size}")
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     ddp = _setup_distributed()
     device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
@@ -159,11 +170,17 @@ def train(
         if not last_path.is_file():
             raise UserError(f"--resume: no checkpoint to resume from at {last_path}")
         state = read_checkpoint(last_path)
-        if state["config"].get("preset") != config.preset:
-            raise UserError(f"--resume: {last_path} is of preset {state['config'].get('preset')!r}, not {config.preset!r}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
+        saved = state.get("config")
+        saved_preset = saved.get("preset") if isinstance(saved, dict) else None
+        if saved_preset != config.preset:
+            raise UserError(f"--resume: {last_path} is of preset {saved_preset!r}, not {config.preset!r}")
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start = int(state["step"])
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+            detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"--resume: {last_path} is not a resumable training checkpoint ({detail})") from None
         if start >= config.steps:
             raise UserError(f"--resume: {last_path} already reached step {start}; raise --steps to train further")
     elif last_path.exists():
@@ -221,7 +238,11 @@ def train(
     elapsed = time.perf_counter() - begin
     final_path = None
     if ddp.is_main and done == config.steps:
-        final_path = save_checkpoint(out / FINAL, {"config": model_config.to_dict(), "step": config.steps, "model": model.state_dict()})
+        # Weights only, with the inference threshold chosen on training-split pairs.
+        threshold = calibrate_threshold(model, source.calibration(), device=device)
+        final_config = dataclasses.replace(model_config, threshold=threshold)
+        bar.write(f"mask threshold calibrated on training pairs: {threshold:.2f}")
+        final_path = save_checkpoint(out / FINAL, {"config": final_config.to_dict(), "step": config.steps, "model": model.state_dict()})
     if ddp.world > 1:
         dist.destroy_process_group()
     return TrainResult(done, last_path, final_path, validation, steps_done / elapsed if elapsed > 0 else 0.0)

@@ -230,7 +230,7 @@ def test_ort_registration_is_idempotent(rng: np.random.Generator) -> None:
 
 def test_ort_session_options_alone_reject_float16() -> None:
     # Without prepare_model an fp16 node has no kernel: a clean load error, not a crash.
-    with pytest.raises(Exception, match="(?i)type|kernel|implementation"):
+    with pytest.raises(Exception, match=r"tensor\(float16\)"):
         ort.InferenceSession(ops_model(np.float16).SerializeToString(), ort_ops.session_options(), providers=["CPUExecutionProvider"])
 
 

@@ -117,6 +117,14 @@ def test_kernels_library_exports_only_the_c_api(kernels_build: build.BuildResult
 
 
 @needs_tools
+def test_jetson_target_picks_its_architecture(tmp_path: Path) -> None:
+    result = build_plugins(PluginBuildConfig(out_dir=tmp_path, kernels_only=True,
+                                             extra_cmake_args=("-DM2AE_JETSON_TARGET=orin",)))
+    assert result.manifest.cuda_archs == ("87",)
+    assert loader.load_kernels(result.kernels_library).build_info()["cuda_archs"] == "87"
+
+
+@needs_tools
 def test_plugin_sources_compile_against_tensorrt_headers(tmp_path: Path) -> None:
     include = _tensorrt_include()
     if include is None or not (include / "NvInferRuntime.h").is_file():
@@ -231,7 +239,8 @@ def test_load_accepts_same_major_minor_other_patch(plugin_root: Path, monkeypatc
     library = _fake_build(plugin_root, "b", tensorrt_version="10.3.0", archs=("87",))
     monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: "10.3.1.post1")
     monkeypatch.setattr(loader, "visible_compute_capability", lambda: (8, 7))
-    assert loader.find_library(loader.PLUGIN_LIB_NAME, None, loader.PLUGIN_LIB_ENV, need_tensorrt=True) == library.resolve()
+    found = loader.find_library(loader.PLUGIN_LIB_NAME, None, loader.PLUGIN_LIB_ENV, need_tensorrt=True)
+    assert found == library.resolve()
 
 
 def test_load_refuses_other_gpu_architecture(plugin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -241,8 +241,9 @@ def build_plugins(config: PluginBuildConfig) -> BuildResult:
         plugin_library = out_dir / PLUGIN_LIB_NAME
         libraries["plugins"] = _install(lib_dir / PLUGIN_LIB_NAME, plugin_library)
 
+    compiled_against = has_headers and not config.kernels_only
     manifest = BuildManifest(
-        tensorrt_version=tensorrt_header_version(Path(include_dir)) if has_headers and not config.kernels_only else None,
+        tensorrt_version=tensorrt_header_version(Path(include_dir)) if compiled_against else None,
         cuda_archs=tuple(a for a in cache.get("CMAKE_CUDA_ARCHITECTURES", "").split(";") if a),
         cuda_version=_nvcc_version(nvcc),
         kernels_only=config.kernels_only,

@@ -74,8 +74,9 @@ def _run_build(args: argparse.Namespace) -> int:
     )
     result = build_plugins(config)
     manifest = result.manifest
+    tensorrt = f", TensorRT {manifest.tensorrt_version}" if manifest.tensorrt_version else ""
     print(f"built in {result.configure_seconds + result.build_seconds:.1f} s for CUDA architectures "
-          f"{','.join(manifest.cuda_archs)}" + (f", TensorRT {manifest.tensorrt_version}" if manifest.tensorrt_version else ""))
+          f"{','.join(manifest.cuda_archs)}{tensorrt}")
     print(f"kernels: {result.kernels_library}")
     if result.plugin_library is not None:
         print(f"plugins: {result.plugin_library}")

@@ -189,25 +189,25 @@ def _resolve_given(path: Path, lib_name: str, origin: str) -> Path:
     if path.is_dir():
         path = path / lib_name
     if not path.is_file():
-        raise UserError(f"{origin}: plugin library {path} not found; {BUILD_HINT} (or point {origin} at the built file)")
+        raise UserError(f"{origin}: library {path} not found; {BUILD_HINT} (or point {origin} at the built file)")
     return path.resolve()
 
 
 def find_library(lib_name: str, path: str | os.PathLike | None, env_var: str, need_tensorrt: bool) -> Path:
     """Locate ``lib_name`` (see the module docstring for the order) and check its manifest."""
+    if path is None and not os.environ.get(env_var):
+        return _newest_compatible_build(lib_name, env_var, need_tensorrt)
     if path is not None:
         library = _resolve_given(Path(path), lib_name, str(path))
-    elif os.environ.get(env_var):
-        library = _resolve_given(Path(os.environ[env_var]), lib_name, f"${env_var}")
     else:
-        library = _newest_compatible_build(lib_name, need_tensorrt)
+        library = _resolve_given(Path(os.environ[env_var]), lib_name, f"${env_var}")
     manifest = _manifest_for(library)
     if manifest is not None:
         check_manifest(manifest, library, need_tensorrt)
     return library
 
 
-def _newest_compatible_build(lib_name: str, need_tensorrt: bool) -> Path:
+def _newest_compatible_build(lib_name: str, env_var: str, need_tensorrt: bool) -> Path:
     root = default_plugin_root()
     candidates = sorted(
         (p for p in root.glob(f"*/{lib_name}") if (p.parent / MANIFEST_NAME).is_file()),
@@ -215,8 +215,7 @@ def _newest_compatible_build(lib_name: str, need_tensorrt: bool) -> Path:
         reverse=True,
     )
     if not candidates:
-        raise UserError(f"no {lib_name} found in {root} and ${PLUGIN_LIB_ENV if need_tensorrt else KERNELS_LIB_ENV} "
-                        f"is not set: {BUILD_HINT}")
+        raise UserError(f"no {lib_name} found in {root} and ${env_var} is not set: {BUILD_HINT}")
     first_error: UserError | None = None
     for library in candidates:
         try:
@@ -261,7 +260,15 @@ def _ensure_registered_with_python_tensorrt(library: Path) -> None:
     registry = importlib.import_module("tensorrt").get_plugin_registry()
     from m2ae.trt_plugins import GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
-    if registry.get_creator(GATHER_OP, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
+    get_creator = getattr(registry, "get_creator", None)
+    if get_creator is not None:
+        registered = get_creator(GATHER_OP, PLUGIN_VERSION, PLUGIN_NAMESPACE) is not None
+    else:
+        registered = any(
+            getattr(c, "name", None) == GATHER_OP and getattr(c, "plugin_namespace", None) == PLUGIN_NAMESPACE
+            for c in getattr(registry, "all_creators", ())
+        )
+    if not registered:
         if registry.load_library(str(library)) is None:
             raise UserError(f"TensorRT could not register the plugins of {library}; {BUILD_HINT} for this TensorRT")
 
@@ -308,6 +315,10 @@ class DeviceArray:
         return cls(pointer=int(interface["data"][0]), shape=shape, typestr=typestr)
 
 
+def _device_arrays(**arrays: Any) -> list[DeviceArray]:
+    return [DeviceArray.of(name, array) for name, array in arrays.items()]
+
+
 class MaskedOpsKernels:
     """The launchers of ``libm2ae_kernels.so`` (or of the plugin library, which holds them too)."""
 
@@ -316,7 +327,8 @@ class MaskedOpsKernels:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         lib.m2ae_masked_gather.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, ctypes.c_int32, ptr]
         lib.m2ae_masked_gather.restype = ctypes.c_int
-        lib.m2ae_masked_scatter.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, ctypes.c_int32, ctypes.c_int32, ptr]
+        i32 = ctypes.c_int32
+        lib.m2ae_masked_scatter.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i32, i32, ptr]
         lib.m2ae_masked_scatter.restype = ctypes.c_int
         lib.m2ae_cuda_error_string.argtypes = [ctypes.c_int]
         lib.m2ae_cuda_error_string.restype = ctypes.c_char_p
@@ -327,13 +339,15 @@ class MaskedOpsKernels:
 
     def _check(self, op: str, status: int) -> None:
         if status != 0:
-            raise RuntimeError(f"{op} failed: {self.lib.m2ae_cuda_error_string(status).decode()} (CUDA error {status})")
+            reason = self.lib.m2ae_cuda_error_string(status).decode()
+            raise RuntimeError(f"{op} failed: {reason} (CUDA error {status})")
 
     def gather(self, out: Any, dense: Any, tokens: Any, table: Any, stream: int = 0) -> None:
         """``out[T*C, K] = MaskedGather(dense [N,C,H,W], tokens [C,Kt], table [T,K])``, queued on ``stream``."""
-        o, d, tk, tb = (DeviceArray.of(n, a) for n, a in (("out", out), ("dense", dense), ("tokens", tokens), ("table", table)))
+        o, d, tk, tb = _device_arrays(out=out, dense=dense, tokens=tokens, table=table)
         if len(d.shape) != 4 or len(tk.shape) != 2 or len(tb.shape) != 2:
-            raise ValueError(f"expected dense [N,C,H,W], tokens [C,Kt], table [T,K]; got {d.shape}, {tk.shape}, {tb.shape}")
+            raise ValueError(
+                f"expected dense [N,C,H,W], tokens [C,Kt], table [T,K]; got {d.shape}, {tk.shape}, {tb.shape}")
         n, c, h, w = d.shape
         t, k = tb.shape
         if d.typestr not in _DTYPES or tk.typestr != d.typestr or o.typestr != d.typestr or tb.typestr != "<i4":
@@ -347,9 +361,10 @@ class MaskedOpsKernels:
 
     def scatter(self, out: Any, base: Any, values: Any, index: Any, accumulate: int = 0, stream: int = 0) -> None:
         """``out = MaskedScatter(base, values [C,K], index [K], accumulate)``; ``out`` may be ``base``."""
-        o, b, v, ix = (DeviceArray.of(n, a) for n, a in (("out", out), ("base", base), ("values", values), ("index", index)))
+        o, b, v, ix = _device_arrays(out=out, base=base, values=values, index=index)
         if len(b.shape) != 4 or len(v.shape) != 2 or len(ix.shape) != 1:
-            raise ValueError(f"expected base [N,C,H,W], values [C,K], index [K]; got {b.shape}, {v.shape}, {ix.shape}")
+            raise ValueError(
+                f"expected base [N,C,H,W], values [C,K], index [K]; got {b.shape}, {v.shape}, {ix.shape}")
         n, c, h, w = b.shape
         if b.typestr not in _DTYPES or v.typestr != b.typestr or o.typestr != b.typestr or ix.typestr != "<i4":
             raise ValueError(f"base, values and out must share float32/float16 and index must be int32; got "

@@ -184,13 +184,8 @@ def _gather_symbolic(g, dense, tokens, table):  # noqa: ANN001, ANN202 (TorchScr
     return out
 
 
-def _scatter_symbolic(g, base, values, index, accumulate):  # noqa: ANN001, ANN202
-    from torch.onnx import symbolic_helper
-
-    acc = symbolic_helper._maybe_get_const(accumulate, "i")
-    if not isinstance(acc, int):
-        raise ValueError("masked_scatter: accumulate must be a Python int constant to export to ONNX")
-    out = g.op(f"{DOMAIN}::{SCATTER_OP}", base, values, index, accumulate_i=acc, **_plugin_attrs())
+def _scatter_symbolic(g, base, values, index, accumulate: int):  # noqa: ANN001, ANN202
+    out = g.op(f"{DOMAIN}::{SCATTER_OP}", base, values, index, accumulate_i=accumulate, **_plugin_attrs())
     out.setType(base.type())
     return out
 
@@ -200,7 +195,9 @@ def register_onnx_symbolics(opset: int = 17) -> None:
 
     Registering again replaces the same entries, so repeated calls are harmless.
     """
-    from torch.onnx import register_custom_op_symbolic
+    from torch.onnx import register_custom_op_symbolic, symbolic_helper
 
+    # parse_args turns the traced int into the Python int the attribute needs.
+    scatter = symbolic_helper.parse_args("v", "v", "v", "i")(_scatter_symbolic)
     register_custom_op_symbolic(GATHER_QUALNAME, _gather_symbolic, opset)
-    register_custom_op_symbolic(SCATTER_QUALNAME, _scatter_symbolic, opset)
+    register_custom_op_symbolic(SCATTER_QUALNAME, scatter, opset)

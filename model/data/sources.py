@@ -6,6 +6,7 @@ run continue without repeating or skipping data.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -14,11 +15,14 @@ import torch
 
 from m2ae.errors import UserError
 from m2ae.model.data.folders import PairedFolder, open_pairs
-from m2ae.model.data.synthetic import SyntheticConfig, heldout_set, make_batch
+from m2ae.model.data.synthetic import SyntheticConfig, heldout_set, make_batch, make_sample
 
 #: differences below this (in [0, 1] units) do not count as blur when a folder has no masks
 DERIVED_MASK_THRESHOLD = 4.0 / 255.0
 VALIDATION_SIZE = 128
+CALIBRATION_IMAGES = 16
+#: seeds of threshold-calibration pairs: far beyond any training step's seeds
+CALIBRATION_SEED = 900_000_000
 
 
 def _step_rng(seed: int, step: int, rank: int) -> np.random.Generator:
@@ -31,8 +35,8 @@ def derived_mask(blurred: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
 
 
 class SyntheticSource:
-    def __init__(self, crop: int, batch_size: int, seed: int, val_images: int) -> None:
-        self.config = SyntheticConfig(size=crop, split="train")
+    def __init__(self, crop: int, batch_size: int, seed: int, val_images: int, motion: float = 16.0) -> None:
+        self.config = SyntheticConfig(size=crop, split="train", max_displacement=motion)
         self.batch_size = batch_size
         self.seed = seed
         self.val_images = val_images
@@ -43,6 +47,11 @@ class SyntheticSource:
 
     def validation(self) -> list[dict[str, np.ndarray]]:
         return [_numpy(item) for item in heldout_set(self.val_images, VALIDATION_SIZE)]
+
+    def calibration(self) -> list[dict[str, np.ndarray]]:
+        config = dataclasses.replace(self.config, size=VALIDATION_SIZE)
+        samples = (make_sample(config, CALIBRATION_SEED + i) for i in range(CALIBRATION_IMAGES))
+        return [{"blurred": s.blurred, "sharp": s.sharp, "mask": s.mask} for s in samples]
 
 
 class FolderSource:
@@ -76,6 +85,9 @@ class FolderSource:
 
     def validation(self) -> list[dict[str, np.ndarray]]:
         return [_numpy(self.folder[i]) for i in range(self.val_images)]
+
+    def calibration(self) -> list[dict[str, np.ndarray]]:
+        return self.validation()
 
 
 def _numpy(item: dict) -> dict[str, np.ndarray | None]:

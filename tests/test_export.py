@@ -1,0 +1,408 @@
+"""``m2ae export``: files, ONNX contract (opset, checker, metadata, plugin nodes, dynamic
+shapes, precisions) and parity of every fp32 variant with PyTorch; fp16/int8 fidelity.
+
+One random-weight checkpoint is exported once per module (all variants x precisions,
+and the mask-input variants) and shared by every test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+from torch import nn
+
+from m2ae.cli import main
+from m2ae.export.onnx_export import DenseGraph, model_filename
+from m2ae.export.pruned import PrunedM2AE
+from m2ae.model.checkpoint import save_checkpoint
+from m2ae.model.config import M2AEConfig
+from m2ae.model.network import M2AENet
+from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
+from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
+
+CONFIG = M2AEConfig(
+    preset="custom", width=4, num_scales=3, enc_blocks=(1, 1, 1), dec_blocks=(1, 1), motion_channels=4,
+    mask_channels=4, threshold=0.45,
+)
+VARIANTS = ("plugin", "portable", "dense")
+PRECISIONS = ("fp32", "fp16", "int8")
+MASKIN_PRECISIONS = ("fp32", "fp16", "int8")
+TOL = 1e-4
+#: thresholds for a random-weight tiny model against its own fp32 export
+FP16_MIN_PSNR, FP16_MAX_FLIP = 40.0, 0.01
+INT8_MIN_PSNR, INT8_MAX_FLIP = 25.0, 0.05
+
+
+@torch.no_grad()
+def perturbed_model(config: M2AEConfig, seed: int) -> M2AENet:
+    """Every parameter +0.05*randn, random BN stats, and a blur logit centred on random images."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # the default init draws from the global generator
+        torch.manual_seed(seed)
+        model = M2AENet(config)
+    for param in model.parameters():
+        param.add_(0.05 * torch.randn(param.shape, generator=gen))
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.copy_(0.1 * torch.randn(bn.running_mean.shape, generator=gen))
+        bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=gen))
+    last = model.mask_head.body[-1]
+    last.weight.mul_(10.0)
+    logits = model.mask_head(torch.rand(1, 3, 32, 32, generator=gen))
+    # Centre p_blur on `threshold`: logit difference log(t / (1 - t)).
+    target = float(np.log(config.threshold / (1.0 - config.threshold)))
+    last.bias[1] -= (logits[:, 1] - logits[:, 0]).median() - target
+    return model.eval()
+
+
+class Exported:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.checkpoint = root / "net.pt"
+        self.out = root / "onnx"
+        self.model = perturbed_model(CONFIG, seed=0)
+        save_checkpoint(self.checkpoint, {"config": CONFIG.to_dict(), "step": 7, "model": self.model.state_dict()})
+        self._engines: dict[str, OnnxRuntimeEngine] = {}
+
+    def path(self, variant: str, precision: str, mask_input: bool = False) -> Path:
+        return self.out / model_filename(variant, precision, mask_input)
+
+    def engine(self, variant: str, precision: str, mask_input: bool = False) -> OnnxRuntimeEngine:
+        key = model_filename(variant, precision, mask_input)
+        if key not in self._engines:
+            self._engines[key] = OnnxRuntimeEngine(self.path(variant, precision, mask_input), threads=1)
+        return self._engines[key]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    ex = Exported(tmp_path_factory.mktemp("export"))
+    common = ["export", "--checkpoint", str(ex.checkpoint), "--out", str(ex.out), "--variants", ",".join(VARIANTS),
+              "--calib-images", "2", "--no-progress"]
+    assert main([*common, "--precision", ",".join(PRECISIONS)]) == 0
+    assert main([*common, "--precision", ",".join(MASKIN_PRECISIONS), "--mask-input"]) == 0
+    return ex
+
+
+def all_models() -> list[tuple[str, str, bool]]:
+    return [(v, p, False) for v in VARIANTS for p in PRECISIONS] + [(v, p, True) for v in VARIANTS for p in MASKIN_PRECISIONS]
+
+
+def model_id(case: tuple[str, str, bool]) -> str:
+    return model_filename(*case)[: -len(".onnx")]
+
+
+def images(n: int, height: int, width: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 3, height, width), dtype=np.float32)
+
+
+def masks(n: int, height: int, width: int, fraction: float, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).random((n, 1, height, width)) < fraction).astype(np.float32)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+# ---- files, checker, metadata ------------------------------------------------------------
+
+
+def test_export_writes_every_requested_file(exported: Exported) -> None:
+    expected = {model_filename(*case) for case in all_models()}
+    assert {p.name for p in exported.out.iterdir()} == expected
+    assert not list(exported.out.glob("*.tmp")) and not list(exported.out.glob(".*"))
+
+
+@pytest.mark.parametrize("case", all_models(), ids=model_id)
+def test_model_checker_opset_and_metadata(exported: Exported, case: tuple[str, str, bool]) -> None:
+    variant, precision, mask_input = case
+    path = exported.path(*case)
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    opsets = {o.domain: o.version for o in model.opset_import}
+    assert opsets.get("", opsets.get("ai.onnx", 0)) >= 17
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["m2ae.preset"] == CONFIG.preset
+    assert float(meta["m2ae.threshold"]) == CONFIG.threshold
+    assert int(meta["m2ae.opset"]) >= 17
+    assert meta["m2ae.checkpoint_sha256"] == hashlib.sha256(exported.checkpoint.read_bytes()).hexdigest()
+    assert meta["m2ae.variant"] == variant
+    assert meta["m2ae.precision"] == precision
+    assert int(meta["m2ae.multiple"]) == CONFIG.multiple
+    assert int(meta["m2ae.min_size"]) == CONFIG.min_size
+    assert meta["m2ae.mask_input"] == ("1" if mask_input else "0")
+    inputs = [i.name for i in model.graph.input]
+    assert inputs == (["image", "mask"] if mask_input else ["image"])
+    assert [o.name for o in model.graph.output] == ["restored", "blur_mask"]
+    for value in [*model.graph.input, *model.graph.output]:
+        assert value.type.tensor_type.elem_type == TensorProto.FLOAT, f"{value.name} must stay float32"
+        dims = value.type.tensor_type.shape.dim
+        assert all(d.dim_param and not d.dim_value for d in (dims[0], dims[2], dims[3])), f"{value.name}: N, H, W dynamic"
+        assert dims[1].dim_value == (1 if value.name in ("mask", "blur_mask") else 3)
+
+
+def _custom_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.domain == DOMAIN]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_plugin_nodes_follow_the_contract(exported: Exported, precision: str) -> None:
+    model = onnx.load(exported.path("plugin", precision))
+    nodes = _custom_nodes(model)
+    assert {n.op_type for n in nodes} == {GATHER_OP, SCATTER_OP}
+    assert {o.domain: o.version for o in model.opset_import}.get(DOMAIN) == 1
+    for node in nodes:
+        attrs = {a.name: a for a in node.attribute}
+        for name, value in (("plugin_version", PLUGIN_VERSION), ("plugin_namespace", PLUGIN_NAMESPACE)):
+            assert attrs[name].type == onnx.AttributeProto.STRING, f"{node.name}: {name} must be a string"
+            assert attrs[name].s.decode() == value
+        if node.op_type == SCATTER_OP:
+            assert attrs["accumulate"].type == onnx.AttributeProto.INT
+            assert attrs["accumulate"].i in (0, 1)
+            assert len(node.input) == 3
+        else:
+            assert set(attrs) == {"plugin_version", "plugin_namespace"}
+            assert len(node.input) == 3
+    # The output projection accumulates; stage write-backs replace.
+    assert {a.i for n in nodes if n.op_type == SCATTER_OP for a in n.attribute if a.name == "accumulate"} == {0, 1}
+
+
+@pytest.mark.parametrize("case", [c for c in all_models() if c[0] != "plugin"], ids=model_id)
+def test_portable_and_dense_have_no_custom_nodes(exported: Exported, case: tuple[str, str, bool]) -> None:
+    model = onnx.load(exported.path(*case))
+    assert not _custom_nodes(model)
+    assert all(o.domain in ("", "ai.onnx") for o in model.opset_import)
+
+
+# ---- precisions --------------------------------------------------------------------------
+
+
+def _mask_head_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if "/mask_head/" in n.name or n.op_type == "Softmax"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fp16_keeps_mask_head_fp32(exported: Exported, variant: str) -> None:
+    model = onnx.load(exported.path(variant, "fp16"))
+    inits = {i.name: i for i in model.graph.initializer}
+    fp16_weights = [i for i in inits.values() if i.data_type == TensorProto.FLOAT16 and len(i.dims) == 4]
+    assert fp16_weights, "the body's conv weights should be float16"
+    head = _mask_head_nodes(model)
+    assert any(n.op_type == "Softmax" for n in head) and any(n.op_type == "Conv" for n in head)
+    for node in head:
+        if node.op_type == "Conv":
+            for name in node.input[1:]:
+                assert inits[name].data_type == TensorProto.FLOAT, f"{node.name}: {name} must stay float32"
+    # No value on the mask path is rounded to float16 on its way in (Cast chains included).
+    producer = {out: n for n in model.graph.node for out in n.output}
+    for node in head + [n for n in model.graph.node if n.op_type == "Greater"]:
+        for name in node.input:
+            source = producer.get(name)
+            while source is not None and source.op_type == "Cast":
+                to = next(a.i for a in source.attribute if a.name == "to")
+                assert to != TensorProto.FLOAT16, f"{node.name} reads {name}, rounded to float16 by {source.name}"
+                source = producer.get(source.input[0])
+            if name in inits:
+                assert inits[name].data_type != TensorProto.FLOAT16, f"{node.name} reads float16 {name}"
+    # Value types: shape inference over the graph (custom ops are opaque to it, so plugin
+    # graphs are checked on their mask head only, which sits before any custom op).
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    for node in head:
+        if node.op_type in ("Conv", "LeakyRelu", "Resize", "Softmax"):
+            for out in node.output:
+                assert types.get(out) == TensorProto.FLOAT, f"{node.name} ({node.op_type}) output {out} must be float32"
+
+
+def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    for init in model.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+@pytest.mark.parametrize("case", [(v, "int8", m) for v in VARIANTS for m in (False, True)], ids=model_id)
+def test_int8_is_symmetric_qdq_with_per_channel_weights(exported: Exported, case: tuple[str, str, bool]) -> None:
+    model = onnx.load(exported.path(*case))
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert q and dq
+    for node in q + dq:
+        assert len(node.input) == 3, f"{node.name}: zero point must be explicit"
+        zero_point = _initializer(model, node.input[2])
+        assert zero_point is not None, node.name
+        # int8 for weights and activations; biases are int32 (scale = input scale * weight scale).
+        assert zero_point.dtype == (np.int8 if node.op_type == "QuantizeLinear" else zero_point.dtype), node.name
+        assert zero_point.dtype in (np.int8, np.int32), node.name
+        assert not zero_point.any(), f"{node.name}: symmetric quantisation has zero point 0"
+    per_channel = []
+    for node in dq:
+        data = _initializer(model, node.input[0])
+        scale = _initializer(model, node.input[1])
+        if data is not None and data.dtype == np.int8 and data.ndim in (2, 4):
+            assert scale is not None and scale.ndim == 1 and scale.size > 1, f"{node.name}: weight scale per channel"
+            assert scale.size == data.shape[{a.name: a.i for a in node.attribute}.get("axis", 1)]
+            per_channel.append(node.name)
+    assert per_channel, "no per-channel int8 weights"
+    # The mask head's convs are not quantised: float32 weights, and unquantised inputs.
+    producer = {out: n for n in model.graph.node for out in n.output}
+    for node in _mask_head_nodes(model):
+        if node.op_type == "Conv":
+            weight = _initializer(model, node.input[1])
+            assert weight is not None and weight.dtype == np.float32, f"{node.name} must keep fp32 weights"
+            source = producer.get(node.input[0])
+            assert source is None or source.op_type != "DequantizeLinear", f"{node.name} reads a quantised input"
+    # The image reaches the output (sharp pixels) unquantised: only Q nodes read it... or
+    # nodes that are not Conv/MatMul, never a DequantizeLinear'd copy of it.
+    quantized_image = {n.output[0] for n in dq if producer.get(n.input[0]) is not None
+                       and producer[n.input[0]].input[0] == "image"}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "MatMul"):
+            assert not quantized_image & set(node.input), f"{node.name} ({node.op_type}) reads the quantised image"
+
+
+# ---- running the exports -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_dynamic_shapes_and_batch(exported: Exported, variant: str) -> None:
+    engine = exported.engine(variant, "fp32")
+    for n, height, width in ((1, 32, 32), (2, 36, 44), (1, 24, 60)):
+        out = engine.infer(images(n, height, width, seed=height))
+        assert out.restored.shape == (n, 3, height, width)
+        assert out.mask.shape == (n, 1, height, width)
+        assert np.isfinite(out.restored).all()
+        assert set(np.unique(out.mask)) <= {0.0, 1.0}
+
+
+def _torch_references(exported: Exported, image: np.ndarray, mask: np.ndarray | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    x = torch.from_numpy(image)
+    m = None if mask is None else torch.from_numpy(mask)
+    with torch.no_grad():
+        dense = DenseGraph(exported.model)(x, m)
+        pruned = PrunedM2AE(exported.model)(x, m)
+    return [("torch dense", *(t.numpy() for t in dense)), ("torch pruned", *(t.numpy() for t in pruned))]
+
+
+PARITY_CASES = [(1, 32, 32, 0.1), (2, 36, 44, 0.3), (1, 28, 52, 1.0), (2, 32, 40, 0.0)]
+
+
+@pytest.mark.parametrize("n, height, width, fraction", PARITY_CASES)
+def test_fp32_parity_given_mask(exported: Exported, n: int, height: int, width: int, fraction: float) -> None:
+    image = images(n, height, width, seed=n * height + width)
+    mask = masks(n, height, width, fraction, seed=width)
+    if n == 2 and fraction == 0.0:
+        mask[1] = 1.0  # one image empty, the other full
+    results = _torch_references(exported, image, mask)
+    results += [(f"ORT {v}", *vars(exported.engine(v, "fp32", True).infer(image, mask)).values()) for v in VARIANTS]
+    reference = results[0][1]
+    for name, restored, used in results:
+        np.testing.assert_array_equal(used, mask, err_msg=name)
+        diff = np.abs(restored - reference).max()
+        assert diff <= TOL, f"{name}: max abs {diff} vs torch dense"
+        sharp = np.broadcast_to(mask == 0, image.shape)
+        np.testing.assert_array_equal(restored[sharp], image[sharp], err_msg=f"{name}: sharp pixels must pass through")
+
+
+@pytest.mark.parametrize("n, height, width", [(1, 32, 32), (2, 36, 44)])
+def test_fp32_parity_predicted_mask(exported: Exported, n: int, height: int, width: int) -> None:
+    image = images(n, height, width, seed=99 + height)
+    results = _torch_references(exported, image, None)
+    results += [(f"ORT {v}", *vars(exported.engine(v, "fp32").infer(image)).values()) for v in VARIANTS]
+    _, reference, ref_mask = results[0]
+    assert 0.05 < ref_mask.mean() < 0.95, "the predicted mask should be partial for this test to mean much"
+    for name, restored, mask in results:
+        np.testing.assert_array_equal(mask, ref_mask, err_msg=name)
+        diff = np.abs(restored - reference).max()
+        assert diff <= TOL, f"{name}: max abs {diff} vs torch dense"
+
+
+def synthetic_images(count: int, size: int) -> np.ndarray:
+    """Held-out synthetic blurred images: the distribution int8 calibration sees."""
+    from m2ae.model.data.synthetic import SyntheticConfig, make_sample
+
+    config = SyntheticConfig(size=size, split="heldout")
+    return np.stack([make_sample(config, 11 + i).blurred for i in range(count)]).astype(np.float32)
+
+
+def _fidelity(exported: Exported, variant: str, precision: str, batches: list[np.ndarray]) -> tuple[float, float]:
+    """(worst PSNR of restored, worst mask flip rate) of ``precision`` against fp32, same variant."""
+    psnrs, flips = [], []
+    for image in batches:
+        ref = exported.engine(variant, "fp32").infer(image)
+        out = exported.engine(variant, precision).infer(image)
+        assert out.restored.dtype == np.float32 and out.mask.dtype == np.float32
+        psnrs.append(psnr(out.restored, ref.restored))
+        flips.append(float(np.mean(out.mask != ref.mask)))
+    return min(psnrs), max(flips)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    "precision, min_psnr, max_flip", [("fp16", FP16_MIN_PSNR, FP16_MAX_FLIP), ("int8", INT8_MIN_PSNR, INT8_MAX_FLIP)]
+)
+@pytest.mark.parametrize("inputs", ["synthetic", "noise"])
+def test_reduced_precision_fidelity(exported: Exported, variant: str, precision: str, min_psnr: float,
+                                    max_flip: float, inputs: str) -> None:
+    if inputs == "synthetic":
+        batches = [synthetic_images(2, 64), synthetic_images(2, 48)]
+    else:  # uniform noise: far from the calibration images, the hard case for int8
+        batches = [images(2, h, w, seed=500 + h) for h, w in ((32, 32), (40, 48), (64, 64))]
+    worst_psnr, worst_flip = _fidelity(exported, variant, precision, batches)
+    print(f"{variant} {precision} {inputs}: worst PSNR {worst_psnr:.2f} dB, worst mask flip rate {100 * worst_flip:.3f}%")
+    assert worst_psnr >= min_psnr
+    assert worst_flip <= max_flip
+
+
+def test_reduced_precision_with_mask_input(exported: Exported) -> None:
+    """Given masks: int8 keeps the mask exactly and sharp pixels bit for bit."""
+    image = images(2, 36, 44, seed=3)
+    mask = masks(2, 36, 44, 0.3, seed=4)
+    for variant in VARIANTS:
+        ref = exported.engine(variant, "fp32", True).infer(image, mask)
+        out = exported.engine(variant, "int8", True).infer(image, mask)
+        np.testing.assert_array_equal(out.mask, mask)
+        sharp = np.broadcast_to(mask == 0, image.shape)
+        np.testing.assert_array_equal(out.restored[sharp], image[sharp])
+        assert psnr(out.restored, ref.restored) >= INT8_MIN_PSNR
+
+
+# ---- user mistakes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--variants", "plugin,fancy"], "--variants"),
+        (["--precision", "fp8"], "--precision"),
+        (["--opset", "16"], "--opset"),
+        (["--precision", "int8", "--calib", "no/such/folder"], "--calib"),
+    ],
+)
+def test_export_rejects_bad_options(exported: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    extra: list[str], needle: str) -> None:
+    out = tmp_path / "out"
+    code = main(["export", "--checkpoint", str(exported.checkpoint), "--out", str(out), "--no-progress", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert needle in err and len(err.splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_export_rejects_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"definitely not a torch file")
+    out = tmp_path / "out"
+    assert main(["export", "--checkpoint", str(bad), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(bad) in err and len(err.splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())

@@ -1,0 +1,288 @@
+"""CPU runtime: ONNX Runtime engines for every variant behind one interface, and ``m2ae infer``
+(padding and cropping, image modes, and one-line errors with no partial output)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from m2ae.cli import main
+from m2ae.errors import UserError
+from m2ae.export.onnx_export import ExportConfig, export_models, model_filename
+from m2ae.model.checkpoint import save_checkpoint
+from m2ae.model.config import M2AEConfig
+from m2ae.model.network import M2AENet
+from m2ae.runtime.base import open_engine
+from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
+from m2ae.runtime.torch_engine import TorchEngine
+
+CONFIG = M2AEConfig(
+    preset="custom", width=4, num_scales=3, enc_blocks=(1, 1, 1), dec_blocks=(1, 1), motion_channels=4, mask_channels=4
+)
+VARIANTS = ("plugin", "portable", "dense")
+TOL = 1e-4
+
+
+@torch.no_grad()
+def perturbed_model(config: M2AEConfig, seed: int) -> M2AENet:
+    """Every parameter +0.05*randn, random BN stats, and a blur logit centred on random images."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # the default init draws from the global generator
+        torch.manual_seed(seed)
+        model = M2AENet(config)
+    for param in model.parameters():
+        param.add_(0.05 * torch.randn(param.shape, generator=gen))
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.copy_(0.1 * torch.randn(bn.running_mean.shape, generator=gen))
+        bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=gen))
+    last = model.mask_head.body[-1]
+    last.weight.mul_(10.0)
+    logits = model.mask_head(torch.rand(1, 3, 32, 32, generator=gen))
+    last.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
+    return model.eval()
+
+
+class Models:
+    def __init__(self, root: Path) -> None:
+        self.checkpoint = root / "net.pt"
+        save_checkpoint(self.checkpoint, {"config": CONFIG.to_dict(), "step": 1, "model": perturbed_model(CONFIG, 0).state_dict()})
+        self.out = root / "onnx"
+        for mask_input in (False, True):
+            export_models(ExportConfig(checkpoint=str(self.checkpoint), out=self.out, variants=VARIANTS,
+                                       mask_input=mask_input, progress=False))
+
+    def onnx(self, variant: str, mask_input: bool = False) -> Path:
+        return self.out / model_filename(variant, "fp32", mask_input)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    return Models(tmp_path_factory.mktemp("runtime"))
+
+
+def random_images(n: int, height: int, width: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 3, height, width), dtype=np.float32)
+
+
+def write_png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
+    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
+    return path
+
+
+def rgb8(height: int, width: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.startswith(".") or ".tmp" in p.name or p.suffix == ".tmp"]
+
+
+# ---- engines -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_runs_behind_one_interface(models: Models, variant: str) -> None:
+    engine = open_engine(models.onnx(variant))
+    assert isinstance(engine, OnnxRuntimeEngine) and engine.backend == "onnxruntime"
+    assert not engine.takes_mask and engine.multiple == CONFIG.multiple
+    assert engine.metadata["m2ae.variant"] == variant
+    torch_engine = open_engine(models.checkpoint)
+    assert isinstance(torch_engine, TorchEngine) and torch_engine.backend == "torch"
+    assert torch_engine.multiple == engine.multiple and not torch_engine.takes_mask
+    assert torch_engine.metadata["m2ae.checkpoint_sha256"] == engine.metadata["m2ae.checkpoint_sha256"]
+    for n, height, width in ((1, 32, 32), (2, 28, 44)):
+        image = random_images(n, height, width, seed=height + width)
+        out, ref = engine.infer(image), torch_engine.infer(image)
+        assert out.restored.dtype == np.float32 and out.mask.dtype == np.float32
+        assert out.restored.shape == image.shape and out.mask.shape == (n, 1, height, width)
+        assert 0.0 < out.mask.mean() < 1.0
+        np.testing.assert_array_equal(out.mask, ref.mask)
+        assert np.abs(out.restored - ref.restored).max() <= TOL
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_mask_input_engines(models: Models, variant: str) -> None:
+    engine = OnnxRuntimeEngine(models.onnx(variant, mask_input=True), threads=1)
+    assert engine.takes_mask
+    image = random_images(2, 32, 36, seed=5)
+    mask = np.zeros((2, 1, 32, 36), np.float32)
+    mask[0, :, :5, :] = 1.0
+    mask[1, :, -3:, -7:] = 1.0
+    out = engine.infer(image, mask)
+    np.testing.assert_array_equal(out.mask, mask)
+    sharp = np.broadcast_to(mask == 0, image.shape)
+    np.testing.assert_array_equal(out.restored[sharp], image[sharp])
+    assert np.abs(out.restored - image).max() > 1e-3
+    with pytest.raises(ValueError, match="mask"):
+        engine.infer(image)
+    with pytest.raises(ValueError, match="mask"):
+        engine.infer(image, mask[:1])
+
+
+@pytest.mark.parametrize(
+    "shape, needle",
+    [((1, 1, 32, 32), r"\[N,3,H,W\]"), ((3, 32, 32), r"\[N,3,H,W\]"), ((1, 3, 30, 32), "multiples of 4"),
+     ((1, 3, 4, 32), "at least 8x8")],
+)
+@pytest.mark.parametrize("backend", ["portable", "checkpoint"])
+def test_engines_reject_bad_shapes(models: Models, shape: tuple[int, ...], needle: str, backend: str) -> None:
+    engine = open_engine(models.checkpoint if backend == "checkpoint" else models.onnx("portable"))
+    with pytest.raises(ValueError, match=needle):
+        engine.infer(np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match="predicts its own mask"):
+        engine.infer(np.zeros((1, 3, 32, 32), np.float32), np.zeros((1, 1, 32, 32), np.float32))
+
+
+# ---- m2ae infer --------------------------------------------------------------------------
+
+
+def expected_outputs(engine_path: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What infer should write for an HWC float image: pad (reflect) to 4, run, crop; 8-bit."""
+    height, width = image.shape[:2]
+    pad_h, pad_w = -height % CONFIG.multiple, -width % CONFIG.multiple
+    chw = np.pad(image.transpose(2, 0, 1), ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
+    out = open_engine(engine_path).infer(np.ascontiguousarray(chw)[None])
+    restored = out.restored[0, :, :height, :width].transpose(1, 2, 0)
+    return np.round(np.clip(restored, 0, 1) * 255).astype(np.uint8), out.mask[0, 0, :height, :width] > 0.5
+
+
+@pytest.mark.parametrize("model", ["plugin", "dense", "checkpoint"])
+def test_infer_odd_size_pads_and_crops(models: Models, tmp_path: Path, model: str) -> None:
+    model_path = models.checkpoint if model == "checkpoint" else models.onnx(model)
+    pixels = rgb8(37, 53, seed=1)
+    source = write_png(tmp_path / "odd.png", pixels)
+    out = tmp_path / "out"
+    assert main(["infer", "--model", str(model_path), "--input", str(source), "--output", str(out), "--no-progress"]) == 0
+    restored = np.asarray(Image.open(out / "odd_restored.png"))
+    overlay = np.asarray(Image.open(out / "odd_mask.png"))
+    assert restored.shape == overlay.shape == (37, 53, 3)
+    want, mask = expected_outputs(model_path, pixels.astype(np.float32) / 255.0)
+    assert 0 < mask.mean() < 1
+    assert np.abs(restored.astype(int) - want.astype(int)).max() <= 1
+    # Sharp pixels pass through unchanged, and the overlay leaves them untinted.
+    np.testing.assert_array_equal(restored[~mask], pixels[~mask])
+    np.testing.assert_array_equal(overlay[~mask], pixels[~mask])
+    assert np.any(overlay[mask] != pixels[mask])
+    assert not leftovers(out)
+
+
+def test_infer_folder_converts_image_modes(models: Models, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    write_png(folder / "gray.png", rng.integers(0, 256, (33, 41), dtype=np.uint8))
+    write_png(folder / "rgba.png", rng.integers(0, 256, (40, 36, 4), dtype=np.uint8), mode="RGBA")
+    wide = Image.fromarray(rng.integers(0, 65536, (29, 47), dtype=np.uint16).astype(np.uint16))
+    assert wide.mode.startswith("I")
+    wide.save(folder / "deep16.png")
+    write_png(folder / "rgb.png", rgb8(32, 32, seed=3))
+    Image.fromarray(rgb8(36, 44, seed=4)).save(folder / "photo.jpg", quality=90)
+    (folder / "notes.txt").write_text("not an image, and not listed as one")
+    out = tmp_path / "out"
+    code = main(["infer", "--model", str(models.onnx("portable")), "--input", str(folder), "--output", str(out),
+                 "--no-progress"])
+    assert code == 0
+    sizes = {"gray": (33, 41), "rgba": (40, 36), "deep16": (29, 47), "rgb": (32, 32), "photo": (36, 44)}
+    for stem, (height, width) in sizes.items():
+        for suffix in ("restored", "mask"):
+            written = Image.open(out / f"{stem}_{suffix}.png")
+            assert written.mode == "RGB" and written.size == (width, height), f"{stem}_{suffix}"
+    assert len(list(out.iterdir())) == 2 * len(sizes)
+    # The grayscale input stays gray where it passes through (replicated to three channels).
+    gray_in = np.asarray(Image.open(folder / "gray.png"))
+    gray_out = np.asarray(Image.open(out / "gray_restored.png"))
+    assert np.mean(gray_out == gray_in[..., None].repeat(3, axis=2)) > 0.1
+
+
+def _fails(args: list[str], capsys: pytest.CaptureFixture[str], *needles: str) -> str:
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_infer_bad_image_files(models: Models, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = str(models.onnx("plugin"))
+    out = tmp_path / "out"
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"this is text, not a PNG")
+    _fails(["infer", "--model", model, "--input", str(fake), "--output", str(out), "--no-progress"], capsys, str(fake))
+    small = write_png(tmp_path / "tiny.png", rgb8(6, 40, seed=5))
+    _fails(["infer", "--model", model, "--input", str(small), "--output", str(out), "--no-progress"],
+           capsys, str(small), "8x8")
+    truncated = tmp_path / "cut.png"
+    write_png(truncated, rgb8(32, 32, seed=6))
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    _fails(["infer", "--model", model, "--input", str(truncated), "--output", str(out), "--no-progress"],
+           capsys, str(truncated))
+    _fails(["infer", "--model", model, "--input", str(tmp_path / "missing.png"), "--output", str(out),
+            "--no-progress"], capsys, "missing.png")
+    if out.exists():
+        assert not list(out.glob("*_restored.png")) and not list(out.glob("*_mask.png"))
+        assert not leftovers(out)
+
+
+def test_infer_folder_stops_at_bad_image_without_partial_output(models: Models, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_png(folder / "a_good.png", rgb8(32, 32, seed=7))
+    (folder / "b_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    write_png(folder / "c_good.png", rgb8(32, 32, seed=8))
+    out = tmp_path / "out"
+    _fails(["infer", "--model", str(models.onnx("portable")), "--input", str(folder), "--output", str(out),
+            "--no-progress"], capsys, "b_bad.png")
+    assert not (out / "b_bad_restored.png").exists() and not (out / "b_bad_mask.png").exists()
+    assert not leftovers(out)
+
+
+def test_infer_bad_models(models: Models, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = str(write_png(tmp_path / "img.png", rgb8(32, 32, seed=9)))
+    out = tmp_path / "out"
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(models.checkpoint.read_bytes()[:1000])
+    unknown = tmp_path / "model.bin"
+    unknown.write_bytes(models.onnx("portable").read_bytes())
+    bare = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["image"], ["restored"])], "bare",
+        [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 3, 32, 32])],
+        [onnx.helper.make_tensor_value_info("restored", onnx.TensorProto.FLOAT, [1, 3, 32, 32])],
+    ))
+    no_metadata = tmp_path / "bare.onnx"
+    onnx.save(bare, no_metadata)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00\x01 not protobuf at all \xff" * 10)
+    cases = [(corrupt, ()), (unknown, (".bin",)), (no_metadata, ("m2ae",)), (garbage, ()),
+             (tmp_path / "absent.onnx", ()), (models.onnx("plugin", mask_input=True), ("mask",))]
+    for path, needles in cases:
+        _fails(["infer", "--model", str(path), "--input", image, "--output", str(out), "--no-progress"],
+               capsys, str(path) if path.name != "plugin_maskin_fp32.onnx" else "mask", *needles)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_infer_output_is_a_file(models: Models, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = str(write_png(tmp_path / "img.png", rgb8(32, 32, seed=10)))
+    target = tmp_path / "taken"
+    target.write_text("a file")
+    _fails(["infer", "--model", str(models.onnx("dense")), "--input", image, "--output", str(target),
+            "--no-progress"], capsys, str(target))
+    assert target.read_text() == "a file"
+
+
+def test_open_engine_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such model file"):
+        open_engine(tmp_path / "nothing.onnx")
+    odd = tmp_path / "weights.h5"
+    odd.write_bytes(b"x")
+    with pytest.raises(UserError, match=r"weights\.h5.*unknown model type"):
+        open_engine(odd)

@@ -1,0 +1,370 @@
+"""Training and checkpoints: a CPU smoke run, atomic weights-only checkpoints with a
+clear error for every bad file, and bit-exact resume after a kill."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import shutil
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+import m2ae.model.checkpoint as checkpoint_module
+from m2ae.errors import UserError
+from m2ae.model.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint, save_checkpoint, shipped_path
+from m2ae.model.config import get_preset
+from m2ae.model.network import GATE_ONES, M2AENet
+from m2ae.model.train import FINAL, LAST, TrainConfig, learning_rate, teacher_forcing_probability, train
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    # The CI cores are shared: two OpenMP threads fighting other jobs run ~10x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
+
+
+def small_run(out: Path, **overrides) -> TrainConfig:
+    values = dict(preset="tiny", steps=6, out=str(out), batch_size=2, crop=32, warmup_steps=2,
+                  val_every=1000, val_images=1, ckpt_every=3, seed=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def run(config: TrainConfig, **kwargs) -> tuple[list[tuple[int, float]], object]:
+    losses: list[tuple[int, float]] = []
+    result = train(config, progress=False, on_step=lambda step, loss: losses.append((step, loss)), **kwargs)
+    return losses, result
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def checkpoint_state(model: M2AENet, step: int = 7) -> dict:
+    return {"config": model.config.to_dict(), "step": step, "model": model.state_dict()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of 2 steps trained to the end (last.pt and final.pt)."""
+    out = tmp_path_factory.mktemp("finished")
+    with one_torch_thread():
+        train(small_run(out, steps=2, ckpt_every=1), progress=False)
+    return out
+
+
+# ----------------------------------------------------------------- smoke run
+
+
+def test_training_smoke_run_lowers_the_loss(tmp_path: Path) -> None:
+    losses, result = run(small_run(tmp_path, steps=36, warmup_steps=5, ckpt_every=1000))
+    assert [step for step, _ in losses] == list(range(36))
+    values = np.array([loss for _, loss in losses])
+    assert np.isfinite(values).all()
+    assert values[-5:].mean() < 0.85 * values[:5].mean()
+    assert result.step == 36
+    assert result.final_checkpoint == tmp_path / FINAL and result.final_checkpoint.is_file()
+    assert weights(tmp_path / LAST).keys() == weights(tmp_path / FINAL).keys()
+    assert result.validation is not None and result.validation.num_images == 1
+    loaded = load_checkpoint(tmp_path / FINAL, expect_preset="tiny")
+    assert loaded.step == 36
+    assert sorted(os.listdir(tmp_path)) == [FINAL, LAST]
+
+
+def test_schedules_are_the_documented_shapes() -> None:
+    config = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, teacher_forcing=0.3)
+    assert learning_rate(config, 0) == pytest.approx(1e-4)
+    assert learning_rate(config, 9) == pytest.approx(1e-3)
+    assert learning_rate(config, 10) == pytest.approx(1e-3)
+    assert learning_rate(config, 100) == pytest.approx(1e-5)
+    assert all(learning_rate(config, s) >= learning_rate(config, s + 1) for s in range(10, 100))
+    assert teacher_forcing_probability(config, 0) == 1.0
+    assert teacher_forcing_probability(config, 15) == pytest.approx(0.5)
+    assert teacher_forcing_probability(config, 30) == 0.0
+    assert teacher_forcing_probability(TrainConfig(teacher_forcing=0.0), 0) == 0.0
+
+
+@pytest.mark.parametrize("option", ["steps", "batch_size", "crop", "val_every", "ckpt_every"])
+def test_train_config_refuses_non_positive_values(option: str) -> None:
+    with pytest.raises(UserError, match=f"--{option.replace('_', '-')}"):
+        TrainConfig(**{option: 0})
+
+
+# -------------------------------------------------------------- checkpoints
+
+
+def randomised_tiny(seed: int = 0) -> M2AENet:
+    torch.manual_seed(seed)
+    model = M2AENet(get_preset("tiny"))
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand_like(tensor) * 0.2 + 0.5)
+    return model.eval()
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = randomised_tiny()
+    path = save_checkpoint(tmp_path / "ck.pt", checkpoint_state(model, step=7))
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt"]  # no temp file left behind
+    loaded = load_checkpoint(path)
+    assert loaded.config == model.config and loaded.step == 7 and loaded.path == path
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.state["format"] == FORMAT
+    assert not loaded.model.training
+    assert_same_weights(loaded.model.state_dict(), model.state_dict())
+    blurred = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        a, b = model(blurred, gate=GATE_ONES), loaded.model(blurred, gate=GATE_ONES)
+    assert torch.equal(a.restored, b.restored) and torch.equal(a.mask_logits, b.mask_logits)
+    assert not torch.equal(a.restored, blurred)  # the weights really do something
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "ck.pt", checkpoint_state(randomised_tiny(0)))
+    before = path.read_bytes()
+    # An object torch.save cannot pickle: the write fails after it started.
+    with pytest.raises(Exception):
+        save_checkpoint(path, {**checkpoint_state(randomised_tiny(1)), "extra": lambda: None})
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt"]
+    save_checkpoint(path, checkpoint_state(randomised_tiny(1), step=9))
+    assert load_checkpoint(path).step == 9
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt"]
+
+
+def _touch(path: str) -> None:
+    Path(path).touch()
+
+
+class _Payload:
+    """Unpickling this (without weights_only) would create a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("writer", ["torch", "pickle"])
+def test_loading_refuses_arbitrary_objects(tmp_path: Path, writer: str) -> None:
+    marker = tmp_path / "executed"
+    state = {**checkpoint_state(M2AENet(get_preset("tiny"))), "format": FORMAT, "hook": _Payload(marker)}
+    path = tmp_path / "evil.pt"
+    if writer == "torch":
+        torch.save(state, path)
+    else:
+        path.write_bytes(pickle.dumps(state))
+    with pytest.raises(UserError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def _corrupt(kind: str, tmp_path: Path) -> Path:
+    tiny = M2AENet(get_preset("tiny"))
+    good = save_checkpoint(tmp_path / "good.pt", checkpoint_state(tiny))
+    path = tmp_path / f"{kind}.pt"
+    rng = np.random.default_rng(zlib.crc32(kind.encode()))
+    if kind.startswith("random"):
+        # Seeds whose bytes make the weights-only unpickler raise UnpicklingError,
+        # IndexError, UnicodeDecodeError and KeyError (torch 2.x): all must be caught.
+        path.write_bytes(np.random.default_rng(int(kind.split("_")[1])).bytes(4096))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "zip_garbage":
+        path.write_bytes(b"PK\x03\x04" + rng.bytes(2000))
+    elif kind.startswith("truncated"):
+        data = good.read_bytes()
+        keep = {"truncated_half": len(data) // 2, "truncated_end": len(data) - 10, "truncated_head": 200}[kind]
+        path.write_bytes(data[:keep])
+    elif kind == "not_m2ae":
+        torch.save({"state_dict": tiny.state_dict()}, path)
+    elif kind == "not_a_dict":
+        torch.save([torch.zeros(3)], path)
+    elif kind == "other_preset_weights":
+        base = M2AENet(get_preset("base"))
+        save_checkpoint(path, {"config": tiny.config.to_dict(), "step": 0, "model": base.state_dict()})
+    elif kind == "missing_weight":
+        state = tiny.state_dict()
+        state.pop(next(iter(state)))
+        save_checkpoint(path, {"config": tiny.config.to_dict(), "step": 0, "model": state})
+    elif kind == "model_not_a_dict":
+        save_checkpoint(path, {"config": tiny.config.to_dict(), "step": 0, "model": torch.zeros(3)})
+    elif kind == "no_model":
+        save_checkpoint(path, {"config": tiny.config.to_dict(), "step": 0})
+    elif kind == "no_config":
+        save_checkpoint(path, {"step": 0, "model": tiny.state_dict()})
+    elif kind == "bad_config_value":
+        save_checkpoint(path, {"config": {**tiny.config.to_dict(), "threshold": 2.0}, "step": 0,
+                               "model": tiny.state_dict()})
+    elif kind == "bad_config_key":
+        save_checkpoint(path, {"config": {**tiny.config.to_dict(), "depth": 3}, "step": 0,
+                               "model": tiny.state_dict()})
+    elif kind == "config_not_a_dict":
+        save_checkpoint(path, {"config": "tiny", "step": 0, "model": tiny.state_dict()})
+    elif kind == "bad_step":
+        save_checkpoint(path, {"config": tiny.config.to_dict(), "step": "late", "model": tiny.state_dict()})
+    else:
+        raise AssertionError(kind)
+    return path
+
+
+BAD_CHECKPOINTS = [
+    "random_0", "random_17", "random_54", "random_62", "empty", "zip_garbage",
+    "truncated_half", "truncated_end", "truncated_head", "not_m2ae", "not_a_dict",
+    "other_preset_weights", "missing_weight", "model_not_a_dict", "no_model", "no_config",
+    "bad_config_value", "bad_config_key", "config_not_a_dict", "bad_step",
+]
+
+
+@pytest.mark.parametrize("kind", BAD_CHECKPOINTS)
+def test_every_bad_checkpoint_is_a_one_line_user_error(tmp_path: Path, kind: str) -> None:
+    path = _corrupt(kind, tmp_path)
+    with pytest.raises(UserError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "\n" not in message and len(message) < 400
+
+
+def test_expected_preset_is_checked(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "ck.pt", checkpoint_state(M2AENet(get_preset("tiny"))))
+    assert load_checkpoint(path, expect_preset="tiny").config.preset == "tiny"
+    with pytest.raises(UserError, match="'tiny', not 'base'"):
+        load_checkpoint(path, expect_preset="base")
+
+
+def test_missing_checkpoint_paths_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such checkpoint file.*shipped checkpoints: tiny"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(UserError, match="no such checkpoint file"):
+        load_checkpoint(tmp_path)  # a folder
+
+
+def test_shipped_name_resolves_to_the_package_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert shipped_path("tiny").parent == Path(checkpoint_module.__file__).parent / "weights"
+    fake = tmp_path / "weights" / "tiny.pt"
+    monkeypatch.setattr(checkpoint_module, "shipped_path", lambda name: tmp_path / "weights" / f"{name}.pt")
+    with pytest.raises(UserError, match="shipped 'tiny' checkpoint is missing"):
+        resolve_checkpoint("tiny")
+    save_checkpoint(fake, checkpoint_state(M2AENet(get_preset("tiny"))))
+    assert resolve_checkpoint("tiny") == fake
+    assert load_checkpoint("tiny").path == fake
+    # A file called "tiny" in the working folder does not shadow the shipped name.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").write_bytes(b"junk")
+    assert resolve_checkpoint("tiny") == fake
+    assert resolve_checkpoint("./tiny") == Path("tiny")
+
+
+def test_shipped_tiny_checkpoint_loads() -> None:
+    if not shipped_path("tiny").is_file():
+        pytest.skip(f"{shipped_path('tiny')} is not trained yet (the lead ships it with the model stage)")
+    loaded = load_checkpoint("tiny", expect_preset="tiny")
+    assert loaded.config == get_preset("tiny")
+    assert not loaded.model.training
+    with torch.no_grad():
+        out = loaded.model(torch.rand(1, 3, 32, 32))
+    assert out.restored.shape == (1, 3, 32, 32) and torch.isfinite(out.restored).all()
+
+
+# -------------------------------------------------------------------- resume
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[tuple[int, float]], dict[str, torch.Tensor]]:
+    """6 steps in one go, checkpoints at 3 and 6: the reference for the resume tests."""
+    out = tmp_path_factory.mktemp("straight")
+    with one_torch_thread():
+        losses, result = run(small_run(out))
+    assert result.step == 6
+    return losses, weights(out / FINAL)
+
+
+@pytest.mark.parametrize("kill_after", [3, 4, 5])
+def test_resume_after_a_kill_is_bit_exact(tmp_path: Path, straight_run, kill_after: int) -> None:
+    reference_losses, reference_weights = straight_run
+    config = small_run(tmp_path)
+    first, killed = run(config, stop_after=kill_after)
+    assert killed.step == kill_after and killed.final_checkpoint is None
+    assert not (tmp_path / FINAL).exists()
+    checkpointed = kill_after // config.ckpt_every * config.ckpt_every
+    assert torch.load(tmp_path / LAST, weights_only=True)["step"] == checkpointed
+    assert first == reference_losses[:kill_after]
+
+    second, resumed = run(config, resume=True)
+    # Steps after the last checkpoint are redone, none is skipped, and each sees the same
+    # data and noise as in the straight run.
+    assert [step for step, _ in second] == list(range(checkpointed, 6))
+    assert second == reference_losses[checkpointed:]
+    assert resumed.step == 6 and resumed.final_checkpoint == tmp_path / FINAL
+    assert_same_weights(weights(tmp_path / FINAL), reference_weights)
+    assert_same_weights(weights(tmp_path / LAST), reference_weights)
+
+
+def test_resume_without_a_checkpoint_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--resume: no checkpoint"):
+        train(small_run(tmp_path / "empty"), resume=True, progress=False)
+
+
+def test_resume_of_a_finished_run_is_a_user_error(finished_run: Path) -> None:
+    with pytest.raises(UserError, match="already reached step 2"):
+        train(small_run(finished_run, steps=2), resume=True, progress=False)
+
+
+def test_resume_with_another_preset_is_a_user_error(finished_run: Path) -> None:
+    with pytest.raises(UserError, match="preset 'tiny', not 'base'"):
+        train(small_run(finished_run, preset="base", steps=4), resume=True, progress=False)
+
+
+def test_fresh_run_into_an_existing_run_is_a_user_error(finished_run: Path) -> None:
+    before = (finished_run / LAST).read_bytes()
+    with pytest.raises(UserError, match="--resume"):
+        train(small_run(finished_run, steps=4), progress=False)
+    assert (finished_run / LAST).read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["random_62", "truncated_half", "not_m2ae", "other_preset_weights", "no_config"])
+def test_resume_from_a_bad_last_checkpoint_is_a_user_error(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(_corrupt(kind, tmp_path), out / LAST)
+    with pytest.raises(UserError) as info:
+        train(small_run(out), resume=True, progress=False)
+    assert str(out / LAST) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_resume_from_a_weights_only_checkpoint_is_a_user_error(finished_run: Path, tmp_path: Path) -> None:
+    # final.pt holds weights only (no optimizer state): it cannot continue a run.
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(finished_run / FINAL, out / LAST)
+    with pytest.raises(UserError, match=LAST):
+        train(small_run(out, steps=4), resume=True, progress=False)
