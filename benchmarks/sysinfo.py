@@ -20,7 +20,8 @@ from typing import Any
 CPUINFO = Path("/proc/cpuinfo")
 #: total board input power rails, newest naming first (Orin: VDD_IN; Xavier/Nano: POM_5V_IN)
 POWER_RAILS = ("VDD_IN", "POM_5V_IN")
-_RAIL_RE = re.compile(r"\b(" + "|".join(POWER_RAILS) + r")\s+(\d+)\s*mW")
+# Orin prints "VDD_IN 4893mW/4893mW", Xavier and Nano "VDD_IN 5021/5021": current/average.
+_RAIL_RE = re.compile(r"\b(" + "|".join(POWER_RAILS) + r")\s+(\d+)\s*(?:mW)?\s*/")
 
 
 def cpu_model(cpuinfo: Path = CPUINFO) -> str | None:

@@ -131,11 +131,14 @@ class PrunedBlock(nn.Module):
         self.beta = Pointwise(block.beta)
         self.act = activation()
         self.conv2 = GatherConv(block.conv2.conv)
+        # conv2 reads D tokens only (every neighbour of A is in D or outside the image), so
+        # its dense source is a 1-pixel placeholder that no table entry addresses.
+        self.register_buffer("no_pixels", torch.zeros(1, block.conv1.conv.out_channels, 1, 1), persistent=False)
 
     def forward(self, x_in: Tensor, tokens: Tensor, guide_d: Tensor, tables: ScaleTables) -> Tensor:
         h = self.conv1(masked_gather(x_in, tokens, tables.d_from_a))
         h = self.act(h * (1.0 + self.gamma(guide_d)) + self.beta(guide_d))
-        return tokens + self.conv2(masked_gather(x_in, h, tables.a_from_d))
+        return tokens + self.conv2(masked_gather(self.no_pixels.to(h.dtype), h, tables.a_from_d))
 
 
 class PrunedStage(nn.Module):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 from m2ae.errors import UserError
 
@@ -73,9 +72,7 @@ def _eval(args: argparse.Namespace) -> int:
     loaded = load_checkpoint(args.checkpoint)
     samples = evaluation_samples(args.data, args.num_images, args.size)
     result = evaluate(loaded.model, samples, progress=not args.no_progress, total=len(samples))
-    # Undefined metrics (no annotated mask) are null: NaN is not valid JSON.
-    metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.to_dict().items()}
-    text = json.dumps(metrics, indent=2)
+    text = json.dumps(result.to_dict(), indent=2)
     print(text)
     if args.json:
         write_text(args.json, text + "\n")

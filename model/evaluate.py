@@ -35,8 +35,9 @@ class EvalResult:
     num_images: int
     num_masked_images: int
 
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, float | int | None]:
+        """JSON-ready: undefined metrics (no annotated mask) are None, since NaN is not JSON."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
 
 
 def masked_psnr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:

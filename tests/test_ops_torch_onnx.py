@@ -426,3 +426,28 @@ def test_lowering_reaches_subgraphs(rng: np.random.Generator) -> None:
         feed = {"cond": np.array(cond), "dense": dense, "tokens": tokens, "table_a": table_a, "table_b": table_b}
         (got,) = session.run(None, feed)
         np.testing.assert_array_equal(got, reference.masked_gather(dense, tokens, table))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (2, 2, 3, 3)])
+def test_lowered_pick_from_empty_constant_tokens(rng: np.random.Generator, dtype: type, shape: tuple[int, ...]) -> None:
+    """A gather whose tokens are an empty constant takes the no-copy pick lowering."""
+    n, c, h, w = shape
+    pixels = n * h * w
+    table = np.stack([-2 - rng.permutation(pixels)[:6], -2 - rng.integers(0, pixels, 6)]).astype(np.int32)
+    table[1, :2] = -1  # outside the image: zeros
+    empty = onnx.numpy_helper.from_array(np.zeros((c, 0), dtype), "no_tokens")
+    graph = helper.make_graph(
+        [onnx_ops.make_gather_node("dense", "no_tokens", "table", "out")], "pick",
+        [helper.make_tensor_value_info("dense", ONNX_TYPES[dtype], [n, c, h, w]),
+         helper.make_tensor_value_info("table", TensorProto.INT32, list(table.shape))],
+        [helper.make_tensor_value_info("out", ONNX_TYPES[dtype], None)], initializer=[empty],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    lowered = onnx_ops.lower_to_standard_ops(model)
+    # The pick path never assembles a [tokens | 0 | pixels] source (a copy of the dense map).
+    assert not [node for node in lowered.graph.node if "no_tokens" in node.input]
+    dense = rng.standard_normal(shape).astype(dtype)
+    session = ort.InferenceSession(lowered.SerializeToString(), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"dense": dense, "table": table})
+    np.testing.assert_array_equal(out, reference.masked_gather(dense, np.zeros((c, 0), dtype), table))

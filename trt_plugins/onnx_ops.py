@@ -123,8 +123,7 @@ def _lower_gather(node: onnx.NodeProto, b: _Builder) -> None:
     """
     dense, tokens, table = node.input
     c = b.dim(dense, 1, 2)
-    channel_major = b.op("Transpose", [b.op("Reshape", [dense, b.ints([0, 0, -1])])], perm=[1, 0, 2])
-    pixels = b.op("Reshape", [channel_major, b.op("Concat", [c, b.ints([-1])], axis=0)])
+    pixels = _channel_major_pixels(b, dense, c)
     zero_col = b.op("ConstantOfShape", [b.op("Concat", [c, b.ints([1])], axis=0)])
     source = b.op("Concat", [tokens, b.op("CastLike", [zero_col, tokens]), pixels], axis=1)
 
@@ -134,7 +133,36 @@ def _lower_gather(node: onnx.NodeProto, b: _Builder) -> None:
     column = b.op("Where", [from_token, v, b.op("Sub", [b.op("Sub", [kt, b.ints([1])]), v])])
     index = b.op("Expand", [b.op("Unsqueeze", [column, b.ints([0])]), b.op("Concat", [c, b.ints([1])], axis=0)])
     gathered = b.op("GatherElements", [source, index], axis=1)  # [C, T*K]
+    _taps_to_rows(node, b, gathered, c)
 
+
+def _channel_major_pixels(b: _Builder, dense: str, c: str) -> str:
+    """``dense [N,C,H,W]`` as ``[C, N*H*W]`` (a transpose copy only when N > 1)."""
+    channel_major = b.op("Transpose", [b.op("Reshape", [dense, b.ints([0, 0, -1])])], perm=[1, 0, 2])
+    return b.op("Reshape", [channel_major, b.op("Concat", [c, b.ints([-1])], axis=0)])
+
+
+def _lower_pick(node: onnx.NodeProto, b: _Builder) -> None:
+    """A gather whose tokens are a constant with no column (a pick from the dense map).
+
+    No ``[tokens | 0 | pixels]`` source is assembled, so the dense map is not copied:
+    one ``GatherElements`` straight from it (clamped index), then a multiply that zeroes
+    the entries whose table value is -1 (outside the image).
+    """
+    dense, _, table = node.input
+    c = b.dim(dense, 1, 2)
+    v = b.op("Reshape", [b.op("Cast", [table], to=TensorProto.INT64), b.ints([-1])])  # [T*K]
+    column = b.op("Max", [b.op("Sub", [b.ints([-2]), v]), b.ints([0])])
+    index = b.op("Expand", [b.op("Unsqueeze", [column, b.ints([0])]), b.op("Concat", [c, b.ints([1])], axis=0)])
+    gathered = b.op("GatherElements", [_channel_major_pixels(b, dense, c), index], axis=1)  # [C, T*K]
+    inside = b.op("Cast", [b.op("Not", [b.op("Equal", [v, b.ints([-1])])])], to=TensorProto.FLOAT)
+    gathered = b.op("Mul", [gathered, b.op("CastLike", [inside, gathered])])
+    _taps_to_rows(node, b, gathered, c)
+
+
+def _taps_to_rows(node: onnx.NodeProto, b: _Builder, gathered: str, c: str) -> None:
+    """``[C, T*K]`` -> the op's ``[T*C, K]`` output."""
+    table = node.input[2]
     t, k = b.dim(table, 0, 1), b.dim(table, 1, 2)
     # Explicit sizes (not -1) and allowzero: K may be 0, which Reshape must keep as 0.
     by_tap = b.op("Reshape", [gathered, b.op("Concat", [c, t, k], axis=0)], allowzero=1)
@@ -180,8 +208,19 @@ def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from attr.graphs
 
 
+def _empty_constants(graph: onnx.GraphProto) -> set[str]:
+    """Names of the graph's constant tensors that hold no element (e.g. [C, 0] tokens)."""
+    empty = {init.name for init in graph.initializer if 0 in init.dims}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == AttributeProto.TENSOR:
+            if 0 in node.attribute[0].t.dims:
+                empty.add(node.output[0])
+    return empty
+
+
 def _lower_graph(graph: onnx.GraphProto, counter: list[int]) -> None:
     new_nodes: list[onnx.NodeProto] = []
+    empty = _empty_constants(graph)
     for node in graph.node:
         for sub in _subgraphs(node):
             _lower_graph(sub, counter)
@@ -189,6 +228,8 @@ def _lower_graph(graph: onnx.GraphProto, counter: list[int]) -> None:
             new_nodes.append(node)
             continue
         lowering = _LOWERINGS.get(node.op_type)
+        if node.op_type == GATHER_OP and node.input[1] in empty:
+            lowering = _lower_pick
         if lowering is None:
             raise ValueError(f"unknown {DOMAIN} op {node.op_type!r} in node {node.name!r}")
         check_plugin_version(node)

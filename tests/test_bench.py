@@ -1,0 +1,351 @@
+"""m2ae bench: blob masks, graph MAC counting, timing, and the sweep end to end (CPU)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from m2ae import cli
+from m2ae.benchmarks.latency import (
+    RECORD_FIELDS,
+    BenchConfig,
+    BenchReport,
+    format_table,
+    parse_size,
+    run_benchmark,
+    time_calls,
+    trt_unavailable,
+)
+from m2ae.benchmarks.macs import count_macs
+from m2ae.benchmarks.masks import blob_mask
+from m2ae.benchmarks.sysinfo import PowerSampler, machine_info, parse_power_mw
+from m2ae.errors import UserError
+from m2ae.export.onnx_export import model_filename
+from m2ae.model.checkpoint import file_sha256, save_checkpoint
+from m2ae.model.config import M2AEConfig
+from m2ae.model.network import M2AENet
+from m2ae.runtime.base import INPUT_IMAGE, INPUT_MASK
+
+BENCH_MODULE = "m2ae.benchmarks.bench_commands"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REQUIRED_KEYS = {"backend", "variant", "precision", "blur", "height", "width", "p50_ms", "p90_ms", "p99_ms",
+                 "mean_ms", "macs", "threads", "iters", "warmup", "throughput_ips", "blur_measured"}
+CONFIG = M2AEConfig(preset="custom", width=4, num_scales=3, enc_blocks=(1, 1, 1), dec_blocks=(1, 1),
+                    motion_channels=4, mask_channels=4)
+
+
+# ---------------------------------------------------------------- blob masks
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (45, 70), (1, 9)])
+def test_blob_mask_empty_and_full(shape):
+    empty = blob_mask(*shape, 0.0, seed=3)
+    full = blob_mask(*shape, 1.0, seed=3)
+    assert empty.shape == full.shape == (1, 1, *shape)
+    assert empty.dtype == full.dtype == np.float32
+    assert not empty.any()
+    assert full.all()
+
+
+@pytest.mark.parametrize("ratio", [0.01, 0.1, 0.25, 0.5, 0.9])
+@pytest.mark.parametrize("shape", [(64, 64), (48, 80)])
+def test_blob_mask_ratio_within_one_percent(ratio, shape):
+    mask = blob_mask(*shape, ratio, seed=7)
+    assert set(np.unique(mask)) <= {0.0, 1.0}
+    assert abs(float(mask.mean()) - ratio) <= 0.01
+
+
+def test_blob_mask_reproducible_and_seeded():
+    a = blob_mask(64, 96, 0.2, seed=1)
+    assert np.array_equal(a, blob_mask(64, 96, 0.2, seed=1))
+    assert not np.array_equal(a, blob_mask(64, 96, 0.2, seed=2))
+
+
+def test_blob_mask_is_blobby_not_scattered():
+    """Blobs: most masked pixels have their 4 neighbours masked too (random noise would not)."""
+    mask = blob_mask(128, 128, 0.2, seed=0)[0, 0].astype(bool)
+    inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    assert inner.sum() > 0.8 * mask.sum()
+
+
+def test_blob_mask_rejects_bad_ratio():
+    with pytest.raises(UserError):
+        blob_mask(8, 8, 1.5, seed=0)
+
+
+# ---------------------------------------------------------------- MACs
+
+
+def _hand_built_model() -> onnx.ModelProto:
+    """Conv, grouped strided Conv, ConvTranspose, a MatMul with data-dependent K, a Gemm, and a Relu."""
+    inits = [
+        numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w_conv"),
+        numpy_helper.from_array(np.ones((6, 1, 3, 3), np.float32), "w_group"),
+        numpy_helper.from_array(np.ones((3, 2, 2, 2), np.float32), "w_convt"),
+        numpy_helper.from_array(np.ones((4, 2), np.float32), "w_mm"),
+        numpy_helper.from_array(np.ones((5, 3), np.float32), "b_gemm"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_conv"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("Conv", ["x", "w_group"], ["group"], pads=[1, 1, 1, 1], strides=[2, 2], group=3),
+        helper.make_node("ConvTranspose", ["x", "w_convt"], ["convt"], strides=[2, 2]),
+        # K = number of nonzero mask pixels: only known at run time.
+        helper.make_node("NonZero", ["m"], ["nz"]),
+        helper.make_node("Cast", ["nz"], ["nzf"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["w_mm", "nzf"], ["mm"]),
+        helper.make_node("Gemm", ["a", "b_gemm"], ["gemm"], transA=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "hand",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+         helper.make_tensor_value_info("m", TensorProto.FLOAT, [4, 4]),
+         helper.make_tensor_value_info("a", TensorProto.FLOAT, [5, 6])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+         for name in ("relu", "group", "convt", "mm", "gemm")],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_count_macs_hand_built_graph(rng):
+    model = _hand_built_model()
+    mask = (rng.random((4, 4)) < 0.4).astype(np.float32)
+    mask[0, 0] = 1.0
+    k = int(mask.sum())
+    feeds = {"x": rng.random((1, 3, 8, 8), dtype=np.float32), "m": mask, "a": rng.random((5, 6), dtype=np.float32)}
+    conv = 1 * 8 * 8 * 8 * 3 * 3 * 3  # N*Hout*Wout*Cout*(Cin/groups)*kh*kw
+    group = 1 * 4 * 4 * 6 * (3 // 3) * 3 * 3  # stride 2, 3 groups
+    convt = 1 * 8 * 8 * 3 * (2 // 1) * 2 * 2  # N*Hin*Win*Cin*(Cout/groups)*kh*kw
+    matmul = 4 * 2 * k  # M*K*N with [4,2] @ [2,k]
+    gemm = 6 * 5 * 3  # A^T is [6,5], B [5,3]
+    assert count_macs(model, feeds) == conv + group + convt + matmul + gemm
+
+
+def test_count_macs_follows_data_dependent_k(rng, tmp_path):
+    path = tmp_path / "hand.onnx"
+    onnx.save(_hand_built_model(), path)
+    feeds = {"x": rng.random((1, 3, 8, 8), dtype=np.float32), "a": rng.random((5, 6), dtype=np.float32)}
+    empty = count_macs(path, {**feeds, "m": np.zeros((4, 4), np.float32)})
+    full = count_macs(path, {**feeds, "m": np.ones((4, 4), np.float32)})
+    assert full - empty == 4 * 2 * 16
+
+
+# ---------------------------------------------------------------- timing and machine info
+
+
+def test_time_calls_counts_runs_and_orders_percentiles():
+    calls = []
+    timing = time_calls(lambda: calls.append(1), iters=5, warmup=2)
+    assert len(calls) == 7
+    assert len(timing.times_ms) == 5 and timing.timer == "wall"
+    assert 0 <= timing.percentile(50) <= timing.percentile(90) <= timing.percentile(99) <= max(timing.times_ms)
+
+
+def test_parse_power_lines():
+    orin = "RAM 2165/7620MB (lfb 1x4MB) CPU [2%@729] GR3D_FREQ 0% VDD_IN 4893mW/4893mW VDD_CPU_GPU_CV 490mW/490mW"
+    nano = "RAM 1500/3964MB CPU [10%@102] POM_5V_IN 1708/1708 POM_5V_GPU 40/40 POM_5V_CPU 240/240"
+    assert parse_power_mw(orin) == 4893.0
+    assert parse_power_mw(nano) == 1708.0
+    assert parse_power_mw("RAM 1500/3964MB CPU [10%@102]") is None
+
+
+def test_power_sampler_off_is_inert():
+    with PowerSampler(enabled=False) as sampler:
+        pass
+    assert sampler.mean_mw is None
+
+
+def test_machine_info_is_json_ready():
+    info = machine_info()
+    json.dumps(info)
+    assert info["cpu_count"] >= 1
+    assert info["torch"] == torch.__version__
+
+
+# ---------------------------------------------------------------- config validation and CLI
+
+
+def test_parse_size():
+    assert parse_size("512") == (512, 512)
+    assert parse_size("1080x1920") == (1080, 1920)
+    for bad in ("0", "12x", "x12", "-4", "axb", "1x2x3"):
+        with pytest.raises(UserError):
+            parse_size(bad)
+
+
+@pytest.mark.parametrize("change", [
+    {"backends": ("onnx", "tflite")}, {"variants": ("sparse",)}, {"precisions": ("fp64",)},
+    {"blur": (-1.0,)}, {"blur": (100.5,)}, {"iters": 0}, {"warmup": -1}, {"threads": 0}, {"sizes": ((0, 8),)},
+])
+def test_bench_config_rejects(change, tmp_path):
+    with pytest.raises(UserError):
+        BenchConfig(out=tmp_path, **change)
+
+
+def _register_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `m2ae bench` reachable through cli.main, whether or not the CLI already lists it."""
+    subparsers = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    if "bench" not in subparsers.choices:
+        monkeypatch.setattr(cli, "_COMMAND_MODULES", (*cli._COMMAND_MODULES, BENCH_MODULE))
+
+
+@pytest.mark.parametrize("args", [
+    ["--blur", "0,120"], ["--blur", "ten"], ["--backends", "onnx,cuda"], ["--variants", "dense,foo"],
+    ["--precision", "fp8"], ["--size", "12x"], ["--size", "1080*1920"],
+])
+def test_cli_bad_arguments_exit_2_with_one_line(args, tmp_path, monkeypatch, capsys):
+    _register_bench(monkeypatch)
+    assert cli.main(["bench", *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("m2ae bench: error:") and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@dataclass
+class Run:
+    config: BenchConfig
+    report: BenchReport
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory) -> Run:
+    root = tmp_path_factory.mktemp("bench")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = M2AENet(CONFIG).eval()
+    checkpoint = save_checkpoint(root / "net.pt", {"config": CONFIG.to_dict(), "step": 0, "model": model.state_dict()})
+    config = BenchConfig(
+        out=root / "out", checkpoint=str(checkpoint), backends=("onnx", "torch", "trt"), variants=("dense", "plugin"),
+        blur=(0.0, 100.0), sizes=((30, 30),), iters=2, warmup=1, threads=1, progress=False,
+    )
+    return Run(config, run_benchmark(config))
+
+
+def test_bench_records_have_required_fields(bench_run):
+    records = json.loads(bench_run.report.results_json.read_text())
+    assert isinstance(records, list)
+    measured = {(r["backend"], r["variant"], r["blur"]) for r in records}
+    expected = {(b, v, blur) for b in ("onnx", "torch") for v in ("dense", "plugin") for blur in (0.0, 100.0)}
+    assert expected <= measured
+    for record in records:
+        assert REQUIRED_KEYS <= set(record)
+        # 30 is rounded up to the network multiple (4).
+        assert (record["height"], record["width"]) == (32, 32)
+        assert record["p50_ms"] <= record["p90_ms"] <= record["p99_ms"]
+        assert record["iters"] == 2 and record["warmup"] == 1
+        assert record["blur_measured"] == record["blur"]
+        assert record["macs"] > 0
+        if record["device"] == "cpu":
+            assert record["threads"] == 1
+    assert any("rounded up to 32x32" in note for note in bench_run.report.notes)
+
+
+def test_bench_speedup_and_macs_consistent(bench_run):
+    by_key = {(r.backend, r.variant, r.blur): r for r in bench_run.report.records}
+    for backend in ("onnx", "torch"):
+        for blur in (0.0, 100.0):
+            dense, plugin = by_key[(backend, "dense", blur)], by_key[(backend, "plugin", blur)]
+            assert dense.speedup_vs_dense == pytest.approx(1.0)
+            assert plugin.speedup_vs_dense == pytest.approx(dense.p50_ms / plugin.p50_ms)
+    assert by_key[("onnx", "plugin", 0.0)].macs < by_key[("onnx", "plugin", 100.0)].macs
+    assert by_key[("onnx", "dense", 0.0)].macs == by_key[("onnx", "dense", 100.0)].macs
+    assert by_key[("torch", "plugin", 0.0)].macs == by_key[("onnx", "plugin", 0.0)].macs
+    table = format_table(bench_run.report.records)
+    assert len(table.splitlines()) == len(bench_run.report.records) + 1
+
+
+def test_bench_csv_and_machine_json(bench_run):
+    with bench_run.report.results_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(bench_run.report.records)
+    assert tuple(rows[0]) == RECORD_FIELDS
+    machine = json.loads(bench_run.report.machine_json.read_text())
+    assert machine["config"]["iters"] == 2
+    assert machine["machine"]["cpu_count"] >= 1
+
+
+def test_bench_plots_are_png(bench_run):
+    names = {p.name for p in bench_run.report.plots}
+    assert names == {"latency_32x32.png", "speedup_32x32.png", "macs_32x32.png"}
+    for path in bench_run.report.plots:
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        with Image.open(path) as image:
+            image.verify()
+
+
+def test_bench_trt_skipped_or_measured(bench_run):
+    reason = trt_unavailable()
+    trt_records = [r for r in bench_run.report.records if r.backend == "trt"]
+    if reason is None:
+        pytest.skip("TensorRT and a GPU are present: the trt backend ran instead of being skipped")
+    assert not trt_records
+    assert sum(note.startswith("trt: skipped:") for note in bench_run.report.notes) == 1
+
+
+def test_count_macs_on_exported_model(bench_run, rng):
+    models = bench_run.config.models_path
+    image = rng.random((1, 3, 32, 32), dtype=np.float32)
+
+    def macs(variant: str, ratio: float) -> int:
+        feeds = {INPUT_IMAGE: image, INPUT_MASK: blob_mask(32, 32, ratio, seed=4)}
+        return count_macs(models / model_filename(variant, "fp32", True), feeds)
+
+    dense = [macs("dense", r) for r in (0.0, 0.5, 1.0)]
+    assert dense[0] == dense[1] == dense[2]
+    plugin = [macs("plugin", r) for r in (0.0, 0.5, 1.0)]
+    assert plugin[0] < plugin[1] < plugin[2]
+    assert abs(plugin[2] - dense[0]) <= 0.3 * dense[0]
+
+
+def test_bench_reuses_exported_models(bench_run):
+    models = bench_run.config.models_path
+    before = {p.name: p.stat().st_mtime_ns for p in models.glob("*.onnx")}
+    config = BenchConfig(out=bench_run.config.out / "again", checkpoint=bench_run.config.checkpoint,
+                         backends=("onnx",), variants=("dense",), blur=(0.0,), sizes=((32, 32),), iters=1,
+                         warmup=0, threads=1, models_dir=models, progress=False, plots=False)
+    report = run_benchmark(config)
+    assert len(report.records) == 1 and not report.plots
+    assert {p.name: p.stat().st_mtime_ns for p in models.glob("*.onnx")} == before
+
+
+def test_bench_reexports_models_of_another_checkpoint(bench_run, tmp_path):
+    stale = tmp_path / "models"
+    stale.mkdir()
+    name = model_filename("dense", "fp32", True)
+    model = onnx.load(bench_run.config.models_path / name)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                        "m2ae.checkpoint_sha256": "0" * 64})
+    onnx.save(model, stale / name)
+    config = BenchConfig(out=tmp_path / "out", checkpoint=bench_run.config.checkpoint, backends=("onnx",),
+                         variants=("dense",), blur=(0.0,), sizes=((32, 32),), iters=1, warmup=0, threads=1,
+                         models_dir=stale, progress=False, plots=False)
+    run_benchmark(config)
+    metadata = {p.key: p.value for p in onnx.load(stale / name).metadata_props}
+    assert metadata["m2ae.checkpoint_sha256"] == file_sha256(bench_run.config.checkpoint)
+
+
+def test_cli_bench_prints_table(bench_run, tmp_path, monkeypatch, capsys):
+    _register_bench(monkeypatch)
+    out = tmp_path / "out"
+    code = cli.main(["bench", "--checkpoint", bench_run.config.checkpoint, "--backends", "onnx",
+                     "--variants", "dense", "--blur", "0,50", "--size", "32", "--iters", "1", "--warmup", "0",
+                     "--threads", "1", "--models", str(bench_run.config.models_path), "--no-plots",
+                     "--out", str(out)])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["backend", "variant", "precision", "size", "blur%"]
+    assert [line.split()[4] for line in lines[1:3]] == ["0", "50"]
+    assert len(json.loads((out / "results.json").read_text())) == 2
