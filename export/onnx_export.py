@@ -106,7 +106,7 @@ def _trace_to_onnx(module: nn.Module, multiple: int, mask_input: bool, opset: in
             module.eval(), args, buffer, dynamo=False, opset_version=opset,
             input_names=inputs, output_names=outputs,
             dynamic_axes={name: {0: "N", 2: "H", 3: "W"} for name in inputs + outputs},
-            custom_opsets={DOMAIN: 1}, do_constant_folding=True,
+            custom_opsets={DOMAIN: 1} if isinstance(module, PrunedM2AE) else None, do_constant_folding=True,
         )
     model = onnx.load_model_from_string(buffer.getvalue())
     # A custom op's symbolic type carries no sizes, so the plugin graph's ``restored`` would

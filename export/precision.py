@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -198,6 +200,19 @@ def _unquantized_nodes_read_float(model: onnx.ModelProto, excluded: set[str]) ->
         graph.initializer.remove(init)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """The quantizer logs advice ("consider pre-processing") on the root logger per call;
+    the graphs it gets are already simplified and shape-inferred, so keep that quiet."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_int8(
     models: dict[str, onnx.ModelProto],
     calibration_model: onnx.ModelProto,
@@ -218,7 +233,7 @@ def quantize_int8(
         calibrate_method=CalibrationMethod.MinMax, extra_options=options,
     )
     out: dict[str, onnx.ModelProto] = {}
-    with tempfile.TemporaryDirectory(prefix="m2ae-int8-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="m2ae-int8-") as tmp, _quiet_root_logger():
         # The quantizer is given files: its in-memory path re-saves with external data.
         cache = Path(tmp) / "calibration.json"
         calib_path = Path(tmp) / "calibration.onnx"

@@ -82,12 +82,18 @@ class MaskedResBlock(nn.Module):
         self.beta = nn.Conv2d(guide_channels, channels, 1)
         self.act = activation()
         self.conv2 = RepConv3x3(channels, channels, rep_branches)
-        # Start as identity: no modulation, and a small residual branch.
+        # Start as identity: no modulation and a zero residual branch. With RepVGG
+        # branches the BN scales must be zeroed (BN would undo any down-scaled conv init).
         for conv in (self.gamma, self.beta):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
-        last = self.conv2.conv3 if rep_branches else self.conv2.conv
-        last.weight.data.mul_(0.1)
+        if rep_branches:
+            for bn in (self.conv2.bn3, self.conv2.bn1, self.conv2.bn_id):
+                if bn is not None:
+                    nn.init.zeros_(bn.weight)
+        else:
+            nn.init.zeros_(self.conv2.conv.weight)
+            nn.init.zeros_(self.conv2.conv.bias)
 
     def residual(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         h = self.conv1(x) * (1.0 + self.gamma(guide)) + self.beta(guide)

@@ -81,17 +81,18 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_training_smoke_run_lowers_the_loss(tmp_path: Path) -> None:
-    losses, result = run(small_run(tmp_path, steps=36, warmup_steps=5, ckpt_every=1000))
-    assert [step for step, _ in losses] == list(range(36))
+    # 60 steps: the mask BCE (weight 0.5) dominates the first steps and falls slowest.
+    losses, result = run(small_run(tmp_path, steps=60, warmup_steps=5, ckpt_every=1000))
+    assert [step for step, _ in losses] == list(range(60))
     values = np.array([loss for _, loss in losses])
     assert np.isfinite(values).all()
     assert values[-5:].mean() < 0.85 * values[:5].mean()
-    assert result.step == 36
+    assert result.step == 60
     assert result.final_checkpoint == tmp_path / FINAL and result.final_checkpoint.is_file()
     assert weights(tmp_path / LAST).keys() == weights(tmp_path / FINAL).keys()
     assert result.validation is not None and result.validation.num_images == 1
     loaded = load_checkpoint(tmp_path / FINAL, expect_preset="tiny")
-    assert loaded.step == 36
+    assert loaded.step == 60
     assert sorted(os.listdir(tmp_path)) == [FINAL, LAST]
 
 
@@ -121,9 +122,12 @@ def randomised_tiny(seed: int = 0) -> M2AENet:
     torch.manual_seed(seed)
     model = M2AENet(get_preset("tiny"))
     with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(torch.rand_like(tensor) * 0.2 + 0.5)
+        for name, tensor in model.state_dict().items():
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand_like(tensor) * 0.5 + 0.75)
+            elif tensor.is_floating_point():
+                # Zero-mean: all-positive weights grow through the U-Net until they overflow.
+                tensor.copy_((torch.rand_like(tensor) - 0.5) * 0.2)
     return model.eval()
 
 
@@ -140,6 +144,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     blurred = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         a, b = model(blurred, gate=GATE_ONES), loaded.model(blurred, gate=GATE_ONES)
+    assert torch.isfinite(a.restored).all() and torch.isfinite(a.mask_logits).all()
     assert torch.equal(a.restored, b.restored) and torch.equal(a.mask_logits, b.mask_logits)
     assert not torch.equal(a.restored, blurred)  # the weights really do something
 
