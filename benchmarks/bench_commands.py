@@ -32,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from m2ae.benchmarks.latency import (
-        BenchConfig, format_table, parse_blur, parse_names, parse_size, run_benchmark,
+        BenchConfig,
+        format_table,
+        parse_blur,
+        parse_names,
+        parse_size,
+        run_benchmark,
     )
 
     config = BenchConfig(

@@ -31,15 +31,8 @@ import numpy as np
 
 from m2ae.atomic import write_text
 from m2ae.errors import UserError
-from m2ae.runtime.base import (
-    CHECKPOINT_SUFFIXES,
-    INPUT_IMAGE,
-    INPUT_MASK,
-    ONNX_SUFFIXES,
-    OUTPUT_MASK,
-    OUTPUT_RESTORED,
-    TENSORRT_SUFFIXES,
-)
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
+from m2ae.runtime.base import CHECKPOINT_SUFFIXES, ONNX_SUFFIXES, TENSORRT_SUFFIXES
 
 TORCH_REFERENCE = "torch"
 SYNTHETIC_IMAGES = "synthetic"

@@ -142,14 +142,6 @@ def _elementwise(shape: Shape, bound: Shape | None, pick_smaller: bool) -> Shape
     return pick(shape[0], bound[0]), pick(shape[1], bound[1])
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class EngineKey:
     """Everything an engine depends on; equal keys mean interchangeable engines."""

@@ -27,9 +27,9 @@ from m2ae.atomic import write_bytes
 from m2ae.errors import UserError
 from m2ae.export.pruned import PrunedM2AE
 from m2ae.export.reparam import deploy_form
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from m2ae.model.network import M2AENet
-from m2ae.runtime.base import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.trt_plugins import DOMAIN
 from m2ae.trt_plugins.onnx_ops import lower_to_standard_ops
 from m2ae.trt_plugins.torch_ops import register_onnx_symbolics

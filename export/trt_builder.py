@@ -29,13 +29,13 @@ from m2ae.export.engine_cache import (
     Shape,
     Sidecar,
     cache_key,
-    file_sha256,
     round_up_shape,
     sidecar_path,
     validate_profile,
 )
 from m2ae.export.platform_info import PlatformInfo, detect_platform
-from m2ae.runtime.base import INPUT_IMAGE, INPUT_MASK
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK
+from m2ae.hashing import file_sha256
 from m2ae.trt_plugins import DOMAIN
 
 PLUGIN_AUTO = "auto"

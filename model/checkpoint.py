@@ -7,7 +7,6 @@ A checkpoint is a plain dict of tensors and builtins: ``format``, ``config`` (an
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from m2ae.atomic import atomic_path
 from m2ae.errors import UserError
+from m2ae.hashing import file_sha256
 from m2ae.model.config import M2AEConfig
 from m2ae.model.network import M2AENet
 
@@ -51,14 +51,6 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         hint = f" (shipped checkpoints: {', '.join(SHIPPED)})"
         raise UserError(f"{path}: no such checkpoint file{hint}")
     return path
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

@@ -1,11 +1,4 @@
-"""The engine interface every backend implements, and the ONNX I/O contract it runs.
-
-Exported models (DESIGN.md section 4) take ``image`` float32 [N,3,H,W] in [0, 1] and,
-for ``*_maskin_*`` variants, ``mask`` float32 [N,1,H,W] (1 = blurred). They return
-``restored`` float32 [N,3,H,W] and ``blur_mask`` float32 [N,1,H,W], the hard 0/1 mask
-the network used. H and W must be multiples of ``multiple`` (recorded in the model's
-metadata as ``m2ae.multiple``); ``runtime.images`` pads and crops for callers.
-"""
+"""The engine interface every backend implements (the graphs' I/O is ``m2ae.graph_io``)."""
 
 from __future__ import annotations
 
@@ -16,11 +9,6 @@ from typing import Protocol
 import numpy as np
 
 from m2ae.errors import UserError
-
-INPUT_IMAGE = "image"
-INPUT_MASK = "mask"
-OUTPUT_RESTORED = "restored"
-OUTPUT_MASK = "blur_mask"
 
 ONNX_SUFFIXES = (".onnx",)
 TENSORRT_SUFFIXES = (".engine", ".plan", ".trt")

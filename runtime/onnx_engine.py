@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 
 from m2ae.errors import UserError
-from m2ae.runtime.base import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED, EngineOutputs
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
+from m2ae.runtime.base import EngineOutputs
 from m2ae.runtime.checks import check_inputs
 
 

@@ -21,9 +21,11 @@ from typing import Iterator
 import numpy as np
 
 from m2ae.errors import UserError
-from m2ae.export.engine_cache import Sidecar, file_sha256, format_shape, sidecar_path
+from m2ae.export.engine_cache import Sidecar, format_shape, sidecar_path
 from m2ae.export.platform_info import PlatformInfo, detect_platform
-from m2ae.runtime.base import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED, EngineOutputs
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
+from m2ae.hashing import file_sha256
+from m2ae.runtime.base import EngineOutputs
 
 DESKTOP_PYCUDA_INSTALL = "pip install 'm2ae[trt]'"
 JETSON_PYCUDA_INSTALL = "pip install pycuda (it compiles against JetPack's CUDA)"

@@ -30,10 +30,11 @@ from m2ae.benchmarks.masks import blob_mask
 from m2ae.benchmarks.sysinfo import PowerSampler, machine_info, parse_power_mw
 from m2ae.errors import UserError
 from m2ae.export.onnx_export import model_filename
-from m2ae.model.checkpoint import file_sha256, save_checkpoint
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK
+from m2ae.hashing import file_sha256
+from m2ae.model.checkpoint import save_checkpoint
 from m2ae.model.config import M2AEConfig
 from m2ae.model.network import M2AENet
-from m2ae.runtime.base import INPUT_IMAGE, INPUT_MASK
 
 BENCH_MODULE = "m2ae.benchmarks.bench_commands"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -234,8 +234,8 @@ def tensorrt(device: Device, tmp_path_factory: pytest.TempPathFactory) -> Module
 def run_one_op_engine(trt: ModuleType, op_type: str, inputs: dict[str, np.ndarray], out_shape: tuple[int, ...],
                       attributes: dict[str, int]) -> np.ndarray:
     """Build an engine from a one-node ONNX (custom op in the m2ae domain), run it once."""
-    from onnx import helper
     import torch
+    from onnx import helper
 
     dtype = next(iter(inputs.values())).dtype
     node = helper.make_node(op_type, list(inputs), ["out"], domain=DOMAIN, plugin_version=PLUGIN_VERSION,

@@ -14,15 +14,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from factories import perturbed_model
 from onnx import TensorProto, numpy_helper
-from torch import nn
 
 from m2ae.cli import main
 from m2ae.export.onnx_export import DenseGraph, model_filename
 from m2ae.export.pruned import PrunedM2AE
 from m2ae.model.checkpoint import save_checkpoint
 from m2ae.model.config import M2AEConfig
-from m2ae.model.network import M2AENet
 from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
 
@@ -37,27 +36,6 @@ TOL = 1e-4
 #: thresholds for a random-weight tiny model against its own fp32 export
 FP16_MIN_PSNR, FP16_MAX_FLIP = 40.0, 0.01
 INT8_MIN_PSNR, INT8_MAX_FLIP = 25.0, 0.05
-
-
-@torch.no_grad()
-def perturbed_model(config: M2AEConfig, seed: int) -> M2AENet:
-    """Every parameter +0.05*randn, random BN stats, and a blur logit centred on random images."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():  # the default init draws from the global generator
-        torch.manual_seed(seed)
-        model = M2AENet(config)
-    for param in model.parameters():
-        param.add_(0.05 * torch.randn(param.shape, generator=gen))
-    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-        bn.running_mean.copy_(0.1 * torch.randn(bn.running_mean.shape, generator=gen))
-        bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=gen))
-    last = model.mask_head.body[-1]
-    last.weight.mul_(10.0)
-    logits = model.mask_head(torch.rand(1, 3, 32, 32, generator=gen))
-    # Centre p_blur on `threshold`: logit difference log(t / (1 - t)).
-    target = float(np.log(config.threshold / (1.0 - config.threshold)))
-    last.bias[1] -= (logits[:, 1] - logits[:, 0]).median() - target
-    return model.eval()
 
 
 class Exported:

@@ -13,8 +13,17 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP, reference
-from m2ae.trt_plugins import onnx_ops, ort_ops, torch_ops
+from m2ae.trt_plugins import (
+    DOMAIN,
+    GATHER_OP,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+    SCATTER_OP,
+    onnx_ops,
+    ort_ops,
+    reference,
+    torch_ops,
+)
 
 ONNX_TYPES = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
 

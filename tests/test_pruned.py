@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from factories import perturbed_model
 
 from m2ae.export.pruned import PrunedM2AE, build_tables
 from m2ae.export.reparam import NEIGHBOUR_OFFSETS, fold_branches
@@ -20,30 +20,10 @@ SPARSE = M2AEConfig(
 )
 
 
-@torch.no_grad()
-def perturbed(config: M2AEConfig, seed: int) -> M2AENet:
-    """A network whose every weight matters: 0.05*randn on each parameter, random BN stats."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():  # the default init draws from the global generator
-        torch.manual_seed(seed)
-        model = M2AENet(config)
-    for param in model.parameters():
-        param.add_(0.05 * torch.randn(param.shape, generator=gen))
-    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-        bn.running_mean.copy_(0.1 * torch.randn(bn.running_mean.shape, generator=gen))
-        bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=gen))
-    # Centre the blur logit on random images so that the predicted mask is partial.
-    last = model.mask_head.body[-1]
-    last.weight.mul_(10.0)
-    logits = model.mask_head(torch.rand(1, 3, 32, 32, generator=gen))
-    last.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def nets() -> tuple[M2AENet, M2AENet, PrunedM2AE]:
     """(training-form model, folded dense reference, pruned)"""
-    model = perturbed(SMALL, seed=0)
+    model = perturbed_model(SMALL, seed=0)
     return model, fold_branches(model), PrunedM2AE(model)
 
 
@@ -142,7 +122,7 @@ def test_pruned_matches_dense_predicted_mask(nets, shape: tuple[int, int, int]) 
 
 def test_pruned_sparse_config_predicted_and_given_masks() -> None:
     """Stages without blocks, two scales, and a dilated predicted mask."""
-    model = perturbed(SPARSE, seed=1)
+    model = perturbed_model(SPARSE, seed=1)
     folded, pruned = fold_branches(model), PrunedM2AE(model)
     image = random_image(2, 28, 36, seed=3)
     with torch.no_grad():

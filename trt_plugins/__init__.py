@@ -14,3 +14,5 @@ GATHER_OP = "MaskedGather"
 SCATTER_OP = "MaskedScatter"
 
 from m2ae.trt_plugins.loader import load
+
+__all__ = ["load", "DOMAIN", "PLUGIN_VERSION", "PLUGIN_NAMESPACE", "GATHER_OP", "SCATTER_OP"]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from m2ae.atomic import write_text, write_with
 from m2ae.errors import UserError
+from m2ae.hashing import file_sha256
 from m2ae.trt_plugins.loader import (
     KERNELS_LIB_NAME,
     MANIFEST_NAME,
@@ -83,14 +84,6 @@ def sources_sha256() -> str:
         if path.is_file():
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 
