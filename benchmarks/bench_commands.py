@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder of exported models to reuse or fill (default: OUT/models)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the blob masks and the input image")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         models_dir=args.models,
         seed=args.seed,
         plots=not args.no_plots,
+        progress=not args.no_progress,
     )
     report = run_benchmark(config)
     if report.records:

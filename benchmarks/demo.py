@@ -82,6 +82,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _sci(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.1e}"
+
+
 def _quality_table(quality: dict) -> list[str]:
     rows = [
         "| metric | restored | blurred input |",
@@ -103,7 +107,7 @@ def _parity_table(parity, out: Path) -> list[str]:
         link = f"![]({Path(strip).relative_to(out)})" if strip else "-"
         rows.append(
             f"| {Path(d['path']).name} | {d.get('precision', '-')} | {d['status']} | "
-            f"{_fmt(metrics.get('max_abs'), 6)} | {_fmt(metrics.get('psnr_db'))} | "
+            f"{_sci(metrics.get('max_abs'))} | {_fmt(metrics.get('psnr_db'))} | "
             f"{_fmt(metrics.get('mask_flip_rate'), 5)} | {link} |"
         )
     return rows

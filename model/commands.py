@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=8, help="images per step and GPU (default: 8)")
     train.add_argument("--crop", type=int, default=96, help="training crop size in pixels (default: 96)")
     train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
+    train.add_argument("--teacher-forcing", type=float, default=1.0,
+                       help="fraction of the steps over which the gate fades from the ground-truth mask to "
+                       "the predicted (Gumbel) mask; the chance of a ground-truth step falls linearly from 1 "
+                       "to 0 over it (default: 1.0, the whole run)")
     train.add_argument("--seed", type=int, default=0, help="seed of data, init and Gumbel noise (default: 0)")
     train.add_argument("--ckpt-every", type=int, default=100, help="steps between checkpoints (default: 100)")
     train.add_argument("--val-every", type=int, default=250, help="steps between validations (default: 250)")
@@ -53,7 +57,7 @@ def _train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         preset=args.preset, data=args.data, steps=args.steps, out=args.out, batch_size=args.batch_size,
-        crop=args.crop, lr=args.lr, seed=args.seed, ckpt_every=args.ckpt_every, val_every=args.val_every,
+        crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
     )
     result = train(config, resume=args.resume, progress=not args.no_progress)
     print(f"trained to step {result.step} ({result.steps_per_second:.2f} steps/s); "

@@ -45,7 +45,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     #: fraction of steps over which the gate fades from ground truth to predicted
-    teacher_forcing: float = 0.3
+    teacher_forcing: float = 1.0
     #: largest object motion of synthetic training pairs, in pixels
     synthetic_motion: float = 16.0
     gumbel_tau: float = 1.0
