@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--crop", type=int, default=96, help="training crop size in pixels (default: 96)")
     train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     train.add_argument("--teacher-forcing", type=float, default=1.0,
-                       help="fraction of the steps over which the gate fades from the ground-truth mask to "
-                       "the predicted (Gumbel) mask; the chance of a ground-truth step falls linearly from 1 "
-                       "to 0 over it (default: 1.0, the whole run)")
+                       help="length of the fade from ground-truth gates to predicted (Gumbel) gates, in runs: "
+                       "the chance of a ground-truth step falls linearly from 1 to 0 over this many times "
+                       "--steps (default: 1.0, the whole run; 10 keeps it at 0.9 or more)")
     train.add_argument("--seed", type=int, default=0, help="seed of data, init and Gumbel noise (default: 0)")
     train.add_argument("--ckpt-every", type=int, default=100, help="steps between checkpoints (default: 100)")
     train.add_argument("--val-every", type=int, default=250, help="steps between validations (default: 250)")
