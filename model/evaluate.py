@@ -14,11 +14,10 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
-from m2ae.model.heads import blur_probability
+from m2ae.model.heads import blur_probability, dilate
 from m2ae.model.network import M2AENet
 from m2ae.padding import crop_to, pad_to_multiple
 
@@ -135,10 +134,9 @@ def calibrate_threshold(
         gt = np.asarray(sample["mask"]).reshape(np.asarray(sample["blurred"]).shape[-2:]) > 0.5
         image = torch.from_numpy(pad_to_multiple(np.asarray(sample["blurred"], dtype=np.float32), model.config.multiple))
         height, width = gt.shape
-        p_blur = blur_probability(model.mask_head(image[None].to(device)))[0, 0, :height, :width]
-        if model.config.mask_dilation > 0:
-            p_blur = F.max_pool2d(p_blur[None], 2 * model.config.mask_dilation + 1, 1, model.config.mask_dilation)[0]
-        p_blur = p_blur.cpu().numpy()
+        # Dilating p_blur then thresholding equals the inference mask (threshold, then dilate).
+        p_blur = dilate(blur_probability(model.mask_head(image[None].to(device))), model.config.mask_dilation)
+        p_blur = p_blur[0, 0, :height, :width].cpu().numpy()
         for i, threshold in enumerate(grid):
             pred = p_blur > threshold
             inter[i] += (pred & gt).sum()

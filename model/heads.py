@@ -60,10 +60,14 @@ def blur_probability(logits: torch.Tensor) -> torch.Tensor:
 
 def hard_mask(logits: torch.Tensor, threshold: float, dilation: int) -> torch.Tensor:
     """The inference gate: ``p_blur > threshold``, dilated by ``dilation`` pixels, as 0/1 float."""
-    mask = (blur_probability(logits) > threshold).to(logits.dtype)
-    if dilation > 0:
-        mask = F.max_pool2d(mask, 2 * dilation + 1, stride=1, padding=dilation)
-    return mask
+    return dilate((blur_probability(logits) > threshold).to(logits.dtype), dilation)
+
+
+def dilate(maps: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Max over a (2*pixels+1)^2 window of [N,C,H,W] maps; identity for pixels == 0."""
+    if pixels <= 0:
+        return maps
+    return F.max_pool2d(maps, 2 * pixels + 1, stride=1, padding=pixels)
 
 
 class MotionAnalyser(nn.Module):

@@ -1,6 +1,9 @@
-"""Networks for tests whose every weight matters (shared by the export-side test files)."""
+"""Helpers shared by test files: networks whose every weight matters, one torch thread."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -30,3 +33,15 @@ def perturbed_model(config: M2AEConfig, seed: int) -> M2AENet:
     target = float(np.log(config.threshold / (1.0 - config.threshold)))
     last.bias[1] -= (logits[:, 1] - logits[:, 0]).median() - target
     return model.eval()
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread meanwhile: the CI cores are shared, and two OpenMP threads
+    fighting other jobs run about 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

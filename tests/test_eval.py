@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 import torch
+from factories import one_torch_thread
 from PIL import Image
 from skimage.metrics import structural_similarity
 
@@ -26,11 +27,8 @@ METRIC_KEYS = {"psnr", "psnr_blurred", "psnr_masked", "psnr_masked_blurred", "ss
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    # The CI cores are shared: two OpenMP threads fighting other jobs run ~10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def hand_psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from factories import one_torch_thread
 from torch import nn
 
 from m2ae.errors import UserError
@@ -23,11 +24,8 @@ from m2ae.model.network import GATE_ONES, GATE_PREDICTED, M2AENet
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    # The CI cores are shared: two OpenMP threads fighting other jobs run ~10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @torch.no_grad()

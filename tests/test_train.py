@@ -3,7 +3,6 @@ clear error for every bad file, and bit-exact resume after a kill."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -16,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 import torch
+from factories import one_torch_thread
 
 import m2ae.model.checkpoint as checkpoint_module
 from m2ae.errors import UserError
@@ -23,17 +23,6 @@ from m2ae.model.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint, s
 from m2ae.model.config import get_preset
 from m2ae.model.network import GATE_ONES, M2AENet
 from m2ae.model.train import FINAL, LAST, TrainConfig, learning_rate, teacher_forcing_probability, train
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    # The CI cores are shared: two OpenMP threads fighting other jobs run ~10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
