@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -137,6 +137,22 @@ class TrainResult:
     steps_per_second: float
 
 
+#: What a resumed run may change: how long it runs and how often it reports.
+RESUME_MAY_CHANGE = frozenset({"steps", "out", "val_every", "val_images", "ckpt_every"})
+
+
+def _check_resumable(config: TrainConfig, saved: Any, last_path: Path) -> None:
+    """Refuse a resume whose data, noise or optimisation differ from the saved run's."""
+    if not isinstance(saved, dict):
+        return
+    current = asdict(config) | {"loss": asdict(config.loss)}
+    changed = [f"--{name.replace('_', '-')} {saved[name]!r} -> {current[name]!r}" for name in current
+               if name not in RESUME_MAY_CHANGE and name in saved and saved[name] != current[name]]
+    if changed:
+        raise UserError(f"--resume: {last_path} was trained with other settings ({'; '.join(changed)}); "
+                        "resume with the original ones or start a new run with another --out")
+
+
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -181,6 +197,9 @@ def train(
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
             detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise UserError(f"--resume: {last_path} is not a resumable training checkpoint ({detail})") from None
+        _check_resumable(config, state.get("train"), last_path)
+        if scaler.is_enabled() and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         if start >= config.steps:
             raise UserError(f"--resume: {last_path} already reached step {start}; raise --steps to train further")
     elif last_path.exists():
@@ -196,6 +215,7 @@ def train(
                 "step": step,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
                 "rng": {"seed": config.seed, "torch": torch.get_rng_state()},
                 "train": asdict(config) | {"loss": asdict(config.loss)},
             })

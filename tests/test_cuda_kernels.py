@@ -17,14 +17,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from op_cases import DTYPES, GATHER_CASES, SCATTER_CASES, assert_bit_equal, random_index, random_table
 
 from m2ae.errors import UserError
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP, loader
 from m2ae.trt_plugins.build import PluginBuildConfig, build_plugins
 from m2ae.trt_plugins.reference import masked_gather, masked_scatter
-
-DTYPES = (np.float32, np.float16)
-
 
 # --- device arrays through torch or CuPy ---------------------------------------------
 
@@ -92,54 +90,6 @@ def kernels(device: Device, tmp_path_factory: pytest.TempPathFactory) -> loader.
     return loader.load_kernels(result.out_dir)
 
 
-def _bits(array: np.ndarray) -> np.ndarray:
-    return array.view(np.uint32 if array.dtype == np.float32 else np.uint16)
-
-
-def assert_bit_equal(actual: np.ndarray, expected: np.ndarray) -> None:
-    assert actual.shape == expected.shape and actual.dtype == expected.dtype
-    mismatches = np.flatnonzero(_bits(actual).ravel() != _bits(expected).ravel())
-    assert mismatches.size == 0, f"{mismatches.size} elements differ, first at flat index {mismatches[:5]}"
-
-
-# --- random inputs ---------------------------------------------------------------------
-
-
-def random_table(rng: np.random.Generator, t: int, k: int, kt: int, num_pixels: int) -> np.ndarray:
-    """Tokens, dense pixels and zeros mixed; first/last pixel and token at fixed spots."""
-    kind = rng.integers(0, 3 if kt else 2, size=(t, k))  # 0 dense, 1 zero, 2 token
-    dense = -2 - rng.integers(0, num_pixels, size=(t, k))
-    token = rng.integers(0, max(kt, 1), size=(t, k))
-    table = np.where(kind == 0, dense, np.where(kind == 1, -1, token)).astype(np.int32)
-    if k >= 4:
-        table[0, 0] = -2  # pixel 0
-        table[0, 1] = -2 - (num_pixels - 1)  # last pixel of the last image
-        table[-1, -1] = kt - 1 if kt else -1
-        table[-1, -2] = 0 if kt else -1
-    return table
-
-
-def random_index(rng: np.random.Generator, k: int, num_pixels: int, sort: bool) -> np.ndarray:
-    index = rng.permutation(num_pixels)[:k]
-    if k >= 2:  # both borders, kept unique
-        rest = [p for p in index if p not in (0, num_pixels - 1)][: k - 2]
-        index = np.array([0, num_pixels - 1, *rest])
-        rng.shuffle(index)
-    return (np.sort(index) if sort else index).astype(np.int32)
-
-
-GATHER_CASES = [
-    # n, c, h, w, kt, t, k
-    (1, 3, 5, 7, 11, 9, 13),  # odd sizes, scalar path
-    (2, 16, 8, 8, 40, 9, 64),  # batch 2, 4-wide along k
-    (2, 17, 9, 5, 6, 1, 30),  # 2-wide, channel count past one block's chunk
-    (1, 4, 6, 6, 0, 9, 20),  # Kt = 0: only dense pixels and zeros
-    (1, 8, 4, 4, 5, 9, 0),  # K = 0
-    (2, 33, 3, 3, 10, 2, 1),  # one column
-    (1, 32, 48, 40, 3000, 9, 3001),  # many blocks
-]
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", GATHER_CASES)
 def test_gather_matches_reference(kernels, device, rng, case, dtype) -> None:
@@ -164,18 +114,6 @@ def test_gather_into_misaligned_output(kernels, device, rng, dtype) -> None:
     out = storage[1:].reshape(t * c, k)
     kernels.gather(out, device.put(dense), device.put(tokens), device.put(table))
     assert_bit_equal(device.get(out), masked_gather(dense, tokens, table))
-
-
-SCATTER_CASES = [
-    # n, c, h, w, k
-    (1, 3, 5, 7, 10),
-    (2, 16, 8, 8, 64),
-    (2, 17, 9, 5, 31),
-    (1, 4, 6, 6, 0),  # K = 0: out == base
-    (2, 33, 3, 3, 18),  # every pixel
-    (1, 32, 40, 48, 1500),
-]
-
 
 @pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("accumulate", [0, 1])

@@ -343,6 +343,22 @@ def test_resume_with_another_preset_is_a_user_error(finished_run: Path) -> None:
         train(small_run(finished_run, preset="base", steps=4), resume=True, progress=False)
 
 
+@pytest.mark.parametrize(("change", "named"), [({"seed": 1}, "--seed 0 -> 1"), ({"crop": 64}, "--crop 32 -> 64"),
+                                              ({"batch_size": 3}, "--batch-size 2 -> 3")])
+def test_resume_with_other_data_settings_is_a_user_error(finished_run: Path, change: dict, named: str) -> None:
+    # Another seed, crop or batch would silently continue a different run.
+    with pytest.raises(UserError, match=named):
+        train(small_run(finished_run, steps=4, ckpt_every=1, **change), resume=True, progress=False)
+
+
+def test_resume_may_train_longer_and_report_at_another_pace(tmp_path: Path) -> None:
+    with one_torch_thread():
+        train(small_run(tmp_path, steps=1, ckpt_every=1), progress=False)
+        result = train(small_run(tmp_path, steps=2, ckpt_every=2, val_every=500), resume=True, progress=False)
+    assert result.step == 2
+    assert "scaler" in torch.load(tmp_path / LAST, weights_only=True)
+
+
 def test_fresh_run_into_an_existing_run_is_a_user_error(finished_run: Path) -> None:
     before = (finished_run / LAST).read_bytes()
     with pytest.raises(UserError, match="--resume"):
