@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -114,6 +115,40 @@ def test_kernels_library_exports_only_the_c_api(kernels_build: build.BuildResult
     # Hidden visibility keeps kernels and helpers private, so two copies cannot clash.
     assert exported == {"m2ae_masked_gather", "m2ae_masked_scatter", "m2ae_kernels_build_info",
                         "m2ae_cuda_error_string"}
+
+
+def _ptx_memory_ops(kernel_ptx: str) -> set[str]:
+    return set(re.findall(r"\b(?:ld|st)\.global[\w.]*", kernel_ptx))
+
+
+@needs_tools
+@pytest.mark.parametrize("arch", ["87", "90"])
+def test_kernels_move_data_in_vector_words(tmp_path: Path, arch: str) -> None:
+    """The 4-wide paths must compile to 16-byte loads and stores, or bandwidth drops.
+
+    nvcc is free to split an unrolled struct store into one store per element (it did
+    before loadPack/storePack forced the width), which keeps results right and only
+    shows on a GPU profile; the generated PTX shows it here.
+    """
+    ptx = tmp_path / "kernels.ptx"
+    result = subprocess.run([str(build.find_nvcc()), "-std=c++17", "-O3", f"-arch=sm_{arch}", "-ptx",
+                             f"-I{build.SOURCE_DIR / 'csrc'}", str(build.SOURCE_DIR / "csrc" / "masked_ops_kernels.cu"),
+                             "-o", str(ptx)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == 0, result.stdout
+    kernels = {entry.split("(")[0]: entry for entry in ptx.read_text().split(".entry ")[1:]}
+
+    def ops(kind: str) -> set[str]:
+        matches = [body for name, body in kernels.items() if kind in name]
+        assert len(matches) == 1, f"expected one kernel named like {kind}, got {len(matches)}"
+        return _ptx_memory_ops(matches[0])
+
+    # Gather: 4 floats (16 B) or 4 halves (8 B) per store; table read 4 indices at a time.
+    assert "st.global.wb.v4.u32" in ops("GatherThreadIfLi4E")
+    assert "st.global.wb.v2.u32" in ops("GatherThreadI6__halfLi4E")
+    assert "ld.global.nc.v4.u32" in ops("GatherThreadIfLi4E")
+    # Scatter: values and index read 16 B at a time.
+    assert "ld.global.nc.v4.u32" in ops("ScatterThreadIfLi4ELb0")
+    assert {"ld.global.nc.v4.u32", "ld.global.nc.v2.u32"} <= ops("ScatterThreadI6__halfLi4ELb1")
 
 
 @needs_tools

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define M2AE_HOST_DEVICE __host__ __device__ __forceinline__
@@ -67,6 +68,66 @@ struct alignas(sizeof(T) * VEC) Pack
 {
     T v[VEC];
 };
+
+//! The unsigned word as wide as a Pack: what one vector load or store moves.
+template <int BYTES>
+struct Word;
+
+template <>
+struct Word<2>
+{
+    using type = unsigned short;
+};
+
+template <>
+struct Word<4>
+{
+    using type = unsigned int;
+};
+
+template <>
+struct Word<8>
+{
+    using type = uint2;
+};
+
+template <>
+struct Word<16>
+{
+    using type = uint4;
+};
+
+// Through one word of the pack's width, with explicit vector load/store instructions
+// on the device: left to itself nvcc splits an unrolled Pack store into one store per
+// element (it cannot prove dst + ch * k aligned), which loses the wide coalesced
+// accesses. Loads take the read-only path: what loadPack reads is never written by
+// the same kernel.
+template <typename T, int VEC>
+M2AE_HOST_DEVICE Pack<T, VEC> loadPack(T const* src)
+{
+    using W = typename Word<sizeof(Pack<T, VEC>)>::type;
+#if defined(__CUDA_ARCH__)
+    W const word = __ldg(reinterpret_cast<W const*>(src));
+#else
+    W const word = *reinterpret_cast<W const*>(src);
+#endif
+    Pack<T, VEC> pack;
+    memcpy(&pack, &word, sizeof(pack));
+    return pack;
+}
+
+template <typename T, int VEC>
+M2AE_HOST_DEVICE void storePack(T* dst, Pack<T, VEC> const& pack)
+{
+    using W = typename Word<sizeof(Pack<T, VEC>)>::type;
+    W word;
+    memcpy(&word, &pack, sizeof(word));
+#if defined(__CUDA_ARCH__)
+    __stwb(reinterpret_cast<W*>(dst), word);
+#else
+    *reinterpret_cast<W*>(dst) = word;
+#endif
+}
 
 template <typename T>
 M2AE_HOST_DEVICE T zeroValue();
@@ -131,13 +192,19 @@ struct GatherThread
         int64_t const c0 = id.blockZ * kChannelsPerBlock;
         int64_t const c1 = minIndex(c0 + kChannelsPerBlock, c);
 
-        Pack<int32_t, VEC> const v = *reinterpret_cast<Pack<int32_t, VEC> const*>(table + t * k + k0);
+        Pack<int32_t, VEC> const v = loadPack<int32_t, VEC>(table + t * k + k0);
+        T* dst = out + (t * c + c0) * k + k0;
+        // A zero column still reads something (its own output element, which this
+        // thread alone owns) so that every element is a select, not a branch: with a
+        // branch nvcc splits the vector store below into one store per element.
         T const* src[VEC];
         int64_t stride[VEC];
+        bool isZero[VEC];
         M2AE_UNROLL
         for (int j = 0; j < VEC; ++j)
         {
             int32_t const vj = v.v[j];
+            isZero[j] = vj == -1;
             if (vj >= 0)
             {
                 src[j] = tokens + vj + c0 * kt;
@@ -145,8 +212,8 @@ struct GatherThread
             }
             else if (vj == -1)
             {
-                src[j] = nullptr;
-                stride[j] = 0;
+                src[j] = dst + j;
+                stride[j] = k;
             }
             else
             {
@@ -157,7 +224,6 @@ struct GatherThread
             }
         }
 
-        T* dst = out + (t * c + c0) * k + k0;
         M2AE_UNROLL_BY_4
         for (int64_t ch = 0; ch < c1 - c0; ++ch)
         {
@@ -165,9 +231,10 @@ struct GatherThread
             M2AE_UNROLL
             for (int j = 0; j < VEC; ++j)
             {
-                o.v[j] = src[j] != nullptr ? src[j][ch * stride[j]] : zeroValue<T>();
+                T const loaded = src[j][ch * stride[j]];
+                o.v[j] = isZero[j] ? zeroValue<T>() : loaded;
             }
-            *reinterpret_cast<Pack<T, VEC>*>(dst + ch * k) = o;
+            storePack(dst + ch * k, o);
         }
     }
 };
@@ -195,7 +262,7 @@ struct ScatterThread
         int64_t const c0 = id.blockZ * kChannelsPerBlock;
         int64_t const c1 = minIndex(c0 + kChannelsPerBlock, c);
 
-        Pack<int32_t, VEC> const p = *reinterpret_cast<Pack<int32_t, VEC> const*>(index + k0);
+        Pack<int32_t, VEC> const p = loadPack<int32_t, VEC>(index + k0);
         T* dst[VEC];
         M2AE_UNROLL
         for (int j = 0; j < VEC; ++j)
@@ -209,7 +276,7 @@ struct ScatterThread
         M2AE_UNROLL_BY_4
         for (int64_t ch = 0; ch < c1 - c0; ++ch)
         {
-            Pack<T, VEC> const val = *reinterpret_cast<Pack<T, VEC> const*>(src + ch * k);
+            Pack<T, VEC> const val = loadPack<T, VEC>(src + ch * k);
             M2AE_UNROLL
             for (int j = 0; j < VEC; ++j)
             {
