@@ -42,7 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the m2ae TensorRT plugin library; 'auto' (default) loads the built one when the ONNX "
         "uses the m2ae ops (plugin exports) and nothing for portable and dense exports",
     )
-    parser.add_argument("--min", metavar="HxW", help="smallest image the engine accepts, height x width")
+    parser.add_argument(
+        "--min", metavar="HxW", help="smallest image the engine accepts, height x width (at least the network's "
+        "m2ae.min_size)"
+    )
     parser.add_argument("--opt", metavar="HxW", help="the image size TensorRT tunes kernels for")
     parser.add_argument(
         "--max",
@@ -58,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dla",
         type=int,
         metavar="N",
-        help="Jetson only: run on DLA core N, with GPU fallback for the m2ae ops and other layers DLA lacks",
+        help="Jetson Orin only: run on DLA core N; DLA takes one fixed size (--min = --opt = --max) and an "
+        "fp16 or int8 ONNX (or --fp16 on TensorRT 10); the m2ae ops and layers DLA lacks run on the GPU",
     )
     parser.add_argument(
         "--fp16",
@@ -98,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
     platform = detect_platform()
     profile = None
     if args.min or args.opt or args.max:
-        defaults = build_defaults(platform, info.multiple).profile
-        profile = complete_profile(args.min, args.opt, args.max, defaults, info.multiple)
+        defaults = build_defaults(platform, info.multiple, info.min_size).profile
+        profile = complete_profile(args.min, args.opt, args.max, defaults, info.multiple, info.min_size)
     config = BuildConfig(
         onnx=args.onnx,
         out=args.out,

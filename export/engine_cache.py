@@ -26,7 +26,7 @@ from m2ae.errors import UserError
 CACHE_DIR_ENV = "M2AE_CACHE_DIR"
 SIDECAR_FORMAT = 1
 # Bump when the builder changes what it puts into an engine, to retire old cache entries.
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2  # 2: fp32 layers built without TF32
 
 Shape = tuple[int, int]  # (H, W)
 
@@ -82,9 +82,20 @@ class Profile:
     def contains(self, shape: Shape) -> bool:
         return all(lo <= side <= hi for lo, side, hi in zip(self.min, shape, self.max))
 
+    @property
+    def is_static(self) -> bool:
+        return self.min == self.opt == self.max
 
-def validate_profile(profile: Profile, multiple: int = 1) -> Profile:
-    """Check min <= opt <= max per dimension and that every side is a multiple of ``multiple``."""
+
+def validate_profile(profile: Profile, multiple: int = 1, min_size: int = 1) -> Profile:
+    """Check min <= opt <= max per dimension, every side a multiple of ``multiple`` and at
+    least ``min_size`` (the network's smallest input, from its ``m2ae.min_size`` metadata)."""
+    if min(profile.min) < min_size:
+        fixed = format_shape(round_up_shape(tuple(max(side, min_size) for side in profile.min), multiple))
+        raise UserError(
+            f"--min {format_shape(profile.min)}: height and width must be at least {min_size} "
+            f"(the network's m2ae.min_size); try --min {fixed}"
+        )
     for dim, name in enumerate(("height", "width")):
         lo, mid, hi = profile.min[dim], profile.opt[dim], profile.max[dim]
         if not lo <= mid <= hi:
@@ -105,14 +116,19 @@ def check_multiple(option: str, shape: Shape, multiple: int) -> None:
         )
 
 
-def parse_profile(min: str, opt: str, max: str, multiple: int = 1) -> Profile:  # noqa: A002
+def parse_profile(min: str, opt: str, max: str, multiple: int = 1, min_size: int = 1) -> Profile:  # noqa: A002
     """Parse ``HxW`` strings into a validated ``Profile``."""
     profile = Profile(min=parse_shape(min, "--min"), opt=parse_shape(opt, "--opt"), max=parse_shape(max, "--max"))
-    return validate_profile(profile, multiple)
+    return validate_profile(profile, multiple, min_size)
 
 
 def complete_profile(
-    min: str | None, opt: str | None, max: str | None, defaults: Profile, multiple: int = 1  # noqa: A002
+    min: str | None,  # noqa: A002
+    opt: str | None,
+    max: str | None,  # noqa: A002
+    defaults: Profile,
+    multiple: int = 1,
+    min_size: int = 1,
 ) -> Profile:
     """Parse the sides given; fill the others from ``defaults``, moved to fit the given ones.
 
@@ -132,7 +148,7 @@ def complete_profile(
     lower = given["opt"] or low
     high = given["max"] or _elementwise(defaults.max, lower, pick_smaller=False)
     mid = given["opt"] or _elementwise(_elementwise(defaults.opt, low, pick_smaller=False), high, pick_smaller=True)
-    return validate_profile(Profile(min=low, opt=mid, max=high), multiple)
+    return validate_profile(Profile(min=low, opt=mid, max=high), multiple, min_size)
 
 
 def _elementwise(shape: Shape, bound: Shape | None, pick_smaller: bool) -> Shape:

@@ -1,12 +1,13 @@
 """ONNX -> TensorRT engine: the one place that drives the TensorRT builder.
 
 Precision lives in the ONNX (DESIGN.md section 4): fp32, fp16 and int8 QDQ ONNX all
-build as *strongly typed* networks, the only kind TensorRT 11 builds. On TensorRT 10,
-``fp16=True`` on an fp32 ONNX is also accepted (the legacy weakly typed
-``BuilderFlag.FP16`` build). One optimisation profile covers the image's H and W, a
-timing cache per TensorRT version and GPU speeds up rebuilds, and engines are cached
-by ``engine_cache.cache_key``. TensorRT is imported only when a build runs; everything
-that decides *what* to build is plain Python and testable without it.
+build as *strongly typed* networks, the only kind TensorRT 11 builds, with TF32 off so
+fp32 tensors compute in fp32. On TensorRT 10, ``fp16=True`` on an fp32 ONNX is also
+accepted (the legacy weakly typed ``BuilderFlag.FP16`` build). One optimisation profile
+covers the image's H and W, a timing cache per TensorRT version and GPU speeds up
+rebuilds, and engines are cached by ``engine_cache.cache_key``. TensorRT is imported
+only when a build runs; everything that decides *what* to build is plain Python and
+testable without it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 from m2ae import __version__, atomic
 from m2ae.errors import UserError
@@ -29,6 +31,7 @@ from m2ae.export.engine_cache import (
     Shape,
     Sidecar,
     cache_key,
+    format_shape,
     round_up_shape,
     sidecar_path,
     validate_profile,
@@ -40,7 +43,11 @@ from m2ae.trt_plugins import DOMAIN
 
 PLUGIN_AUTO = "auto"
 DESKTOP_INSTALL = "pip install 'm2ae[trt]'"
-JETSON_INSTALL = "sudo apt install python3-libnvinfer (JetPack's TensorRT Python bindings) and pip install pycuda"
+# JetPack's bindings go to the system Python: a venv sees them only with --system-site-packages.
+JETSON_INSTALL = (
+    "sudo apt install python3-libnvinfer (JetPack's TensorRT Python bindings; in a venv created with "
+    "--system-site-packages) and pip install pycuda"
+)
 FP16_EXPORT_HINT = "m2ae export --precision fp16"
 _INPUT_CHANNELS = {INPUT_IMAGE: 3, INPUT_MASK: 1}
 
@@ -58,15 +65,25 @@ def require_tensorrt(platform: PlatformInfo | None = None) -> ModuleType:
         import tensorrt
     except (ImportError, OSError) as exc:
         platform = platform or detect_platform()
-        raise UserError(f"TensorRT is not installed ({exc}); install it with: {install_hint(platform)}") from None
+        raise UserError(
+            f"TensorRT is not installed ({exc}); install it with: {install_hint(platform)}{no_gpu_note(platform)}"
+        ) from None
     return tensorrt
+
+
+def _missing_gpu(platform: PlatformInfo) -> str:
+    return "no CUDA driver was found" if platform.cuda_driver_version is None else "the CUDA driver sees no GPU"
+
+
+def no_gpu_note(platform: PlatformInfo) -> str:
+    """Appended to a missing-TensorRT message: installing TensorRT alone won't do without a GPU."""
+    return "" if platform.has_gpu else f"; TensorRT also needs an NVIDIA GPU and here {_missing_gpu(platform)}"
 
 
 def require_gpu(platform: PlatformInfo) -> None:
     if not platform.has_gpu:
-        driver = "no CUDA driver found" if platform.cuda_driver_version is None else "the CUDA driver sees no GPU"
         raise UserError(
-            f"TensorRT needs an NVIDIA GPU and {driver}; run this on a machine with one "
+            f"TensorRT needs an NVIDIA GPU and {_missing_gpu(platform)}; run this on a machine with one "
             "(`nvidia-smi` should list it, on Jetson the GPU comes with JetPack)"
         )
 
@@ -104,6 +121,17 @@ class OnnxInfo:
     @property
     def precision(self) -> str | None:
         return self.metadata.get("m2ae.precision")
+
+    @property
+    def min_size(self) -> int:
+        """The smallest H and W the network takes (``m2ae.min_size``; 1 when not recorded)."""
+        value = self.metadata.get("m2ae.min_size")
+        if value is None:
+            return 1
+        try:
+            return max(int(value), 1)
+        except ValueError:
+            raise UserError(f"{self.path}: metadata m2ae.min_size={value!r} is not an integer") from None
 
 
 def read_onnx_info(path: str | Path) -> OnnxInfo:
@@ -154,25 +182,33 @@ _JETSON_DEFAULTS = {
 _UNKNOWN_JETSON_DEFAULTS = _JETSON_DEFAULTS["orin"]
 
 
-def build_defaults(platform: PlatformInfo, multiple: int = 1) -> BuildDefaults:
-    """Profile and workspace defaults for this machine, sides rounded up to ``multiple``."""
+def build_defaults(platform: PlatformInfo, multiple: int = 1, min_size: int = 1) -> BuildDefaults:
+    """Profile and workspace defaults for this machine, sides rounded up to ``multiple``
+    (and at least ``min_size``)."""
     if platform.is_jetson:
         low, opt, high, workspace = _JETSON_DEFAULTS.get(platform.jetson_model or "", _UNKNOWN_JETSON_DEFAULTS)
     else:
         low, opt, high, workspace = _DESKTOP_DEFAULTS
     # Rounding up keeps the named resolution inside the profile after padding to `multiple`.
-    profile = Profile(*(round_up_shape(shape, multiple) for shape in (low, opt, high)))
+    profile = Profile(
+        *(round_up_shape((max(h, min_size), max(w, min_size)), multiple) for h, w in (low, opt, high))
+    )
     return BuildDefaults(profile=profile, workspace_mib=workspace)
+
+
+def check_fp16_request(fp16: bool, onnx_precision: str | None, onnx_path: Path) -> None:
+    """The part of the --fp16 check that needs no TensorRT: only an fp32 ONNX can take it."""
+    if fp16 and onnx_precision not in (None, "fp32"):
+        raise UserError(
+            f"--fp16: {onnx_path} is already a {onnx_precision} ONNX and builds in that precision; drop --fp16"
+        )
 
 
 def strongly_typed_for(fp16: bool, onnx_precision: str | None, trt_major: int, onnx_path: Path) -> bool:
     """Whether to build strongly typed; raise UserError for an --fp16 request that can't work."""
     if not fp16:
         return True
-    if onnx_precision not in (None, "fp32"):
-        raise UserError(
-            f"--fp16: {onnx_path} is already a {onnx_precision} ONNX and builds in that precision; drop --fp16"
-        )
+    check_fp16_request(fp16, onnx_precision, onnx_path)
     if trt_major >= 11:
         raise UserError(
             f"--fp16: TensorRT {trt_major} builds only strongly typed networks, so precision must come from the "
@@ -181,13 +217,36 @@ def strongly_typed_for(fp16: bool, onnx_precision: str | None, trt_major: int, o
     return False
 
 
-def check_dla_request(dla_core: int | None, platform: PlatformInfo) -> None:
+def check_dla_request(
+    dla_core: int | None,
+    platform: PlatformInfo,
+    profile: Profile | None = None,
+    onnx_precision: str | None = None,
+    fp16: bool = False,
+) -> None:
+    """Refuse a --dla build that cannot put anything on the DLA (before TensorRT is involved)."""
     if dla_core is None:
         return
     if dla_core < 0:
         raise UserError(f"--dla {dla_core}: the DLA core index must be 0 or more")
     if not platform.is_jetson:
         raise UserError(f"--dla {dla_core}: DLA cores exist only on Jetson boards; drop --dla on this machine")
+    if platform.jetson_model == "thor":
+        raise UserError(f"--dla {dla_core}: Jetson Thor has no DLA cores (Orin has them); drop --dla")
+    # DLA has no dynamic shapes: a layer with a dynamic dimension would silently fall back to the GPU.
+    if profile is not None and not profile.is_static:
+        side = format_shape(profile.opt)
+        raise UserError(
+            f"--dla {dla_core}: DLA runs fixed sizes only, and the profile is {profile}; "
+            f"build one size with --min {side} --opt {side} --max {side}"
+        )
+    # DLA computes in fp16 and int8 only: every layer of an fp32 network would fall back to the GPU.
+    if not fp16 and onnx_precision not in ("fp16", "int8"):
+        raise UserError(
+            f"--dla {dla_core}: DLA runs fp16 and int8 layers only and this ONNX is "
+            f"{onnx_precision or 'of unknown precision (no m2ae.precision metadata)'}; build an fp16 or int8 ONNX "
+            f"(`{FP16_EXPORT_HINT}` or `--precision int8`), or on TensorRT 10 add --fp16"
+        )
 
 
 def input_profile_shapes(
@@ -309,14 +368,21 @@ def _progress_monitor(trt: ModuleType):
     return Monitor()
 
 
-def _load_timing_cache(builder_config, path: Path):
+def _attach_timing_cache(builder_config, path: Path) -> None:
+    """Give the build the timing cache saved at ``path``, or a fresh one."""
     data = path.read_bytes() if path.is_file() else b""
-    cache = builder_config.create_timing_cache(data)
-    if cache is None and data:
-        # An unreadable cache (another TensorRT, a torn file) is only slower; start afresh.
+    cache = builder_config.create_timing_cache(data) if data else None
+    # A cache TensorRT rejects (another version or device, a torn file) only makes the build slower.
+    if cache is None or not builder_config.set_timing_cache(cache, ignore_mismatch=False):
         cache = builder_config.create_timing_cache(b"")
-    builder_config.set_timing_cache(cache, ignore_mismatch=False)
-    return cache
+        builder_config.set_timing_cache(cache, ignore_mismatch=False)
+
+
+def _save_timing_cache(builder_config, path: Path) -> None:
+    # The config's cache, as trtexec and Polygraphy save it: it holds this build's timings.
+    cache = builder_config.get_timing_cache()
+    if cache is not None:
+        atomic.write_bytes(path, bytes(cache.serialize()))
 
 
 def _parse_errors(parser, onnx_path: Path, plugin_path: str | None) -> UserError:
@@ -332,6 +398,32 @@ def _parse_errors(parser, onnx_path: Path, plugin_path: str | None) -> UserError
     return UserError(f"TensorRT could not parse {onnx_path}: {text}{hint}")
 
 
+def _network_flags(trt: ModuleType, strongly_typed: bool) -> int:
+    # TensorRT 11 builds every network strongly typed and keeps the flag only as an ignored,
+    # deprecated value (NvInfer.h); on 10 it is what makes the build follow the ONNX's types.
+    if not strongly_typed or tensorrt_major(trt.__version__) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def _configure_dla(trt: ModuleType, builder, network, config, dla_core: int) -> None:
+    available = builder.num_DLA_cores
+    if dla_core >= available:
+        raise UserError(
+            f"--dla {dla_core}: TensorRT {trt.__version__} sees {available} DLA core(s) on this device "
+            "(TensorRT 11.0 to 11.3 have no DLA support at all); drop --dla or pick a core below that"
+        )
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = dla_core
+    # Layers DLA lacks run on the GPU; the m2ae plugin ops are CUDA kernels, so pin them there.
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    plugin_types = {trt.LayerType.PLUGIN, trt.LayerType.PLUGIN_V2, trt.LayerType.PLUGIN_V3}
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        if layer.type in plugin_types:
+            config.set_device_type(layer, trt.DeviceType.GPU)
+
+
 def _build_serialized(
     trt: ModuleType,
     info: OnnxInfo,
@@ -344,47 +436,50 @@ def _build_serialized(
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
-    # TensorRT 11 keeps the flag only as a no-op (every network is strongly typed); a later
-    # release may drop it, and then no flag means the same.
-    strong_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    flags = 1 << int(strong_flag) if strongly_typed and strong_flag is not None else 0
-    network = builder.create_network(flags)
+    network = builder.create_network(_network_flags(trt, strongly_typed))
+    # The parser owns the weights it imported, so it stays alive until the engine is built.
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(info.path)):
         raise _parse_errors(parser, info.path, plugin_path)
 
     config = builder.create_builder_config()
+    # Precision lives in the ONNX (DESIGN.md section 4): float32 tensors compute in IEEE fp32,
+    # not in the TF32 that TensorRT allows by default on Ampere and newer (the fp32 parity
+    # threshold, max abs 1e-4, is below TF32's rounding).
+    config.clear_flag(trt.BuilderFlag.TF32)
     if key.workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, key.workspace_mib << 20)
     if key.legacy_fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.FP16)  # exists on TensorRT 10 only; strongly_typed_for checked that
     if key.dla_core is not None:
-        if key.dla_core >= builder.num_DLA_cores:
-            raise UserError(f"--dla {key.dla_core}: this device has {builder.num_DLA_cores} DLA core(s)")
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = key.dla_core
-        # The m2ae plugin ops (and any layer DLA lacks) run on the GPU.
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        _configure_dla(trt, builder, network, config, key.dla_core)
 
     profile = builder.create_optimization_profile()
     network_inputs = {network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)}
     for name, (low, opt, high) in input_profile_shapes(network_inputs, key.profile, key.batch, info.path).items():
         profile.set_shape(name, low, opt, high)
-    config.add_optimization_profile(profile)
+    if config.add_optimization_profile(profile) < 0:
+        raise UserError(f"TensorRT rejected the optimisation profile ({key.profile}) for {info.path}")
 
-    timing_cache = _load_timing_cache(config, timing_path)
+    _attach_timing_cache(config, timing_path)
     if progress:
         config.progress_monitor = _progress_monitor(trt)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise UserError(f"TensorRT could not build an engine from {info.path}; its messages above say why")
-    atomic.write_bytes(timing_path, bytes(timing_cache.serialize()))
+    _save_timing_cache(config, timing_path)
     return bytes(serialized)
 
 
-def _write_engine(engine_bytes: bytes, sidecar: Sidecar, out: Path) -> Path:
-    atomic.write_bytes(out, engine_bytes)
+def _write_engine(write: Callable[[Path], object], sidecar: Sidecar, out: Path) -> Path:
+    """Write the engine with ``write(path)``, then its sidecar, each atomically.
+
+    An older sidecar goes first: a crash in between leaves an engine without a sidecar,
+    which the runtime refuses, never a new engine described by the old sidecar.
+    """
+    sidecar_path(out).unlink(missing_ok=True)
+    atomic.write_with(out, write)
     sidecar.write(sidecar_path(out))
     return out
 
@@ -397,16 +492,17 @@ def build_engine(config: BuildConfig, platform: PlatformInfo | None = None) -> B
     if config.workspace_mib is not None and config.workspace_mib < 1:
         raise UserError(f"--workspace {config.workspace_mib}: must be a positive number of MiB")
     platform = platform or detect_platform()
+    defaults = build_defaults(platform, info.multiple, info.min_size)
+    profile = validate_profile(config.profile or defaults.profile, info.multiple, info.min_size)
+    workspace = config.workspace_mib if config.workspace_mib is not None else defaults.workspace_mib
+    # Every option is checked before TensorRT is needed, so a mistake shows on any machine
+    # and a bad profile fails in milliseconds instead of after parsing the network.
+    input_profile_shapes(info.inputs, profile, config.batch, info.path)
+    check_dla_request(config.dla_core, platform, profile, info.precision, config.fp16)
+    check_fp16_request(config.fp16, info.precision, info.path)
     trt = require_tensorrt(platform)
     require_gpu(platform)
-    check_dla_request(config.dla_core, platform)
     strongly_typed = strongly_typed_for(config.fp16, info.precision, tensorrt_major(trt.__version__), info.path)
-
-    defaults = build_defaults(platform, info.multiple)
-    profile = validate_profile(config.profile or defaults.profile, info.multiple)
-    workspace = config.workspace_mib if config.workspace_mib is not None else defaults.workspace_mib
-    # Checked before TensorRT parses the network, so a bad profile fails in milliseconds.
-    input_profile_shapes(info.inputs, profile, config.batch, info.path)
 
     plugin_path = _load_plugin(config.plugin, info)
     key = EngineKey(
@@ -430,8 +526,7 @@ def build_engine(config: BuildConfig, platform: PlatformInfo | None = None) -> B
         sidecar = Sidecar.read(sidecar_path(cached))
         if out.resolve() != cached.resolve():
             sidecar = replace(sidecar, onnx_path=str(info.path), command=list(config.command))
-            atomic.write_with(out, lambda tmp: shutil.copyfile(cached, tmp))
-            sidecar.write(sidecar_path(out))
+            _write_engine(lambda tmp: shutil.copyfile(cached, tmp), sidecar, out)
         return BuildResult(engine_path=out, sidecar_path=sidecar_path(out), sidecar=sidecar, cached=True)
 
     timing_path = cache.timing_cache_path(key.tensorrt_version, key.gpu_name, key.compute_capability)
@@ -451,5 +546,5 @@ def build_engine(config: BuildConfig, platform: PlatformInfo | None = None) -> B
     )
     if config.use_cache:
         cache.store(engine_bytes, sidecar)
-    _write_engine(engine_bytes, sidecar, out)
+    _write_engine(lambda tmp: tmp.write_bytes(engine_bytes), sidecar, out)
     return BuildResult(engine_path=out, sidecar_path=sidecar_path(out), sidecar=sidecar, cached=False)

@@ -3,15 +3,18 @@
 Before deserializing, the engine's sidecar (written by ``m2ae build``) is checked
 against this machine: an engine runs only on the TensorRT version and GPU architecture
 that built it, and a mismatch ends in a message with the exact ``m2ae build`` command
-that rebuilds it here, not in a TensorRT crash. I/O buffers are allocated once per
-input shape and reused; inference is ``set_input_shape`` + ``set_tensor_address`` +
-``execute_async_v3`` on one stream, through pinned host buffers, or zero-copy mapped
-host buffers where the GPU shares memory with the CPU (Jetson).
+that rebuilds it here, not in a TensorRT crash. I/O buffers are allocated once and
+grow only when a larger input needs more; inference is ``set_input_shape`` +
+``set_tensor_address`` + ``execute_async_v3`` on one stream, through pinned host
+buffers, or zero-copy mapped host buffers where the GPU shares memory with the CPU
+(Jetson). The device's primary context is pushed around every call (no
+``pycuda.autoinit``), so the engine shares it with TensorRT, torch and CuPy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ from m2ae.export.platform_info import PlatformInfo, detect_platform
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.hashing import file_sha256
 from m2ae.runtime.base import EngineOutputs
+from m2ae.runtime.checks import check_inputs
 
 DESKTOP_PYCUDA_INSTALL = "pip install 'm2ae[trt]'"
 JETSON_PYCUDA_INSTALL = "pip install pycuda (it compiles against JetPack's CUDA)"
@@ -40,7 +44,7 @@ def check_engine_compatible(
     one architecture and one TensorRT). Another GPU model of the same architecture runs
     the engine, only maybe slower, so that is a warning.
     """
-    from m2ae.export.trt_builder import install_hint, require_gpu
+    from m2ae.export.trt_builder import install_hint, no_gpu_note, require_gpu
 
     engine = str(engine_path) if engine_path is not None else "the engine"
     rebuild = f"rebuild it on this machine: {sidecar.rebuild_command(engine_path or 'ENGINE')}"
@@ -48,7 +52,7 @@ def check_engine_compatible(
     if platform.tensorrt_version is None:
         raise UserError(
             f"{engine}: running a TensorRT engine needs TensorRT {key.tensorrt_version}, which is not installed; "
-            f"install it with: {install_hint(platform)}"
+            f"install it with: {install_hint(platform)}{no_gpu_note(platform)}"
         )
     require_gpu(platform)
     if platform.tensorrt_version != key.tensorrt_version:
@@ -82,9 +86,14 @@ def require_pycuda(platform: PlatformInfo) -> ModuleType:
 
 @dataclass
 class _Buffer:
-    host: np.ndarray  # pinned (and, for zero-copy, mapped into the GPU's address space)
+    flat: np.ndarray  # 1-D pinned host memory (for zero-copy also mapped into the GPU's address space)
     device: object | None  # pycuda DeviceAllocation; None for zero-copy buffers
     address: int  # what TensorRT reads or writes
+    host: np.ndarray  # the leading part of ``flat`` in the current shape
+
+    def free(self) -> None:
+        if self.device is not None:
+            self.device.free()
 
 
 class TensorRTEngine:
@@ -104,7 +113,8 @@ class TensorRTEngine:
             )
         self._sidecar = Sidecar.read(meta_path)
         self.metadata: dict[str, str] = dict(self._sidecar.onnx_metadata)
-        self._multiple = _metadata_multiple(self.metadata, meta_path)
+        self._multiple = _metadata_int(self.metadata, "m2ae.multiple", 1, meta_path)
+        self._min_size = _metadata_int(self.metadata, "m2ae.min_size", self._multiple, meta_path)
 
         platform = detect_platform(device=device)
         check_engine_compatible(self._sidecar, platform, self.path)
@@ -131,8 +141,16 @@ class TensorRTEngine:
                     f"rebuild it on this machine: {self._sidecar.rebuild_command(self.path)}"
                 )
             self._execution = self._engine.create_execution_context()
+            if self._execution is None:
+                raise UserError(
+                    f"{self.path}: TensorRT could not create an execution context (out of GPU memory?); "
+                    "its messages above say why"
+                )
             self._stream = cuda.Stream()
         self._input_names, self._output_names = self._io_names()
+        low, _, high = self._engine.get_tensor_profile_shape(INPUT_IMAGE, 0)
+        self._profile_low = (low[0], low[2], low[3])
+        self._profile_high = (high[0], high[2], high[3])
 
     # ------------------------------------------------------------ Engine interface
 
@@ -143,6 +161,10 @@ class TensorRTEngine:
     @property
     def multiple(self) -> int:
         return self._multiple
+
+    @property
+    def min_size(self) -> int:
+        return self._min_size
 
     def infer(self, image: np.ndarray, mask: np.ndarray | None = None) -> EngineOutputs:
         shapes = self._check_inputs(image, mask)
@@ -162,13 +184,10 @@ class TensorRTEngine:
                 if buffer.device is not None:
                     self._cuda.memcpy_dtoh_async(buffer.host, buffer.device, self._stream)
             self._stream.synchronize()
+            # Copies: the buffers are overwritten by the next call.
             restored = self._buffers[OUTPUT_RESTORED].host.astype(np.float32)
-            if OUTPUT_MASK in self._output_names:
-                out_mask = self._buffers[OUTPUT_MASK].host.astype(np.float32)
-            else:
-                # Mask-input models return their input mask; ONNX names both "mask".
-                out_mask = np.asarray(mask, dtype=np.float32).copy()
-        return EngineOutputs(restored=restored, mask=out_mask)
+            blur_mask = self._buffers[OUTPUT_MASK].host.astype(np.float32)
+        return EngineOutputs(restored=restored, mask=blur_mask)
 
     # ------------------------------------------------------------ lifetime
 
@@ -179,8 +198,7 @@ class TensorRTEngine:
             return
         with self._active():
             for buffer in self._buffers.values():
-                if buffer.device is not None:
-                    buffer.device.free()
+                buffer.free()
             self._buffers.clear()
             for name in ("_execution", "_engine", "_runtime", "_stream"):
                 if hasattr(self, name):
@@ -215,6 +233,8 @@ class TensorRTEngine:
             return
         from m2ae.trt_plugins.loader import load
 
+        if plugin is None and self._sidecar.plugin_path and Path(self._sidecar.plugin_path).is_file():
+            plugin = self._sidecar.plugin_path  # the library the engine was built with, if it is still there
         library_path = Path(load(plugin)._name)
         if built_with is not None and file_sha256(library_path) != built_with:
             warnings.warn(
@@ -228,86 +248,79 @@ class TensorRTEngine:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if INPUT_IMAGE not in inputs or OUTPUT_RESTORED not in outputs:
+        inputs_ok = INPUT_IMAGE in inputs and set(inputs) <= {INPUT_IMAGE, INPUT_MASK}
+        if not inputs_ok or set(outputs) != {OUTPUT_RESTORED, OUTPUT_MASK}:
             raise UserError(
-                f"{self.path}: engine I/O {names} lacks input {INPUT_IMAGE!r} or output {OUTPUT_RESTORED!r}; "
-                "is this an m2ae engine?"
+                f"{self.path}: engine I/O {names} is not input {INPUT_IMAGE!r} (and {INPUT_MASK!r}) with outputs "
+                f"{OUTPUT_RESTORED!r} and {OUTPUT_MASK!r}; is this an m2ae engine?"
             )
-        if OUTPUT_MASK not in outputs and INPUT_MASK not in inputs:
-            raise UserError(f"{self.path}: engine has no {OUTPUT_MASK!r} output; is this an m2ae engine?")
         return inputs, outputs
 
-    def _profile_nhw(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-        low, _, high = self._engine.get_tensor_profile_shape(INPUT_IMAGE, 0)
-        return (low[0], low[2], low[3]), (high[0], high[2], high[3])
-
     def _check_inputs(self, image: np.ndarray, mask: np.ndarray | None) -> tuple[tuple[int, ...], ...]:
+        """The shapes to bind; ValueError for arrays any engine would refuse, UserError outside the profile."""
         image = np.asarray(image)
-        if image.ndim != 4 or image.shape[1] != 3:
-            raise UserError(f"{self.path}: image must be [N,3,H,W], got shape {image.shape}")
+        mask = None if mask is None else np.asarray(mask)
+        check_inputs(image, mask, self.takes_mask, self._multiple, self._min_size)
         n, _, h, w = image.shape
-        if h % self._multiple or w % self._multiple:
-            raise UserError(
-                f"{self.path}: image {h}x{w} is not a multiple of {self._multiple}; pad it first (runtime.images)"
-            )
-        low, high = self._profile_nhw()
+        low, high = self._profile_low, self._profile_high
         if not all(lo <= side <= hi for lo, side, hi in zip(low, (n, h, w), high)):
             raise UserError(
                 f"{self.path}: a batch of {n} images of {h}x{w} is outside the engine's profile "
                 f"({format_shape(low[1:])} to {format_shape(high[1:])}, batch {low[0]} to {high[0]}); "
                 "rebuild with `m2ae build` and a wider --min/--max or another --batch"
             )
-        if self.takes_mask != (mask is not None):
-            wanted = "needs a mask ([N,1,H,W], 1 = blurred)" if self.takes_mask else "predicts its mask; pass none"
-            raise UserError(f"{self.path}: this model {wanted}")
-        if mask is None:
-            return (image.shape,)
-        mask = np.asarray(mask)
-        if mask.shape != (n, 1, h, w):
-            raise UserError(f"{self.path}: mask must be [{n},1,{h},{w}] to match the image, got {mask.shape}")
-        return image.shape, mask.shape
+        return (image.shape,) if mask is None else (image.shape, mask.shape)
 
     def _bind(self, shapes: tuple[tuple[int, ...], ...]) -> None:
-        """Set input shapes and (re)allocate every I/O buffer for them."""
+        """Set input shapes and point TensorRT at buffers big enough for them.
+
+        A buffer is reallocated only when a shape needs more than it holds, so images
+        that alternate between sizes reuse the memory of the largest one.
+        """
         trt = self._trt
-        for buffer in self._buffers.values():
-            if buffer.device is not None:
-                buffer.device.free()
-        self._buffers.clear()
         self._bound_shapes = None
         for name, shape in zip((INPUT_IMAGE, INPUT_MASK), shapes):
             if not self._execution.set_input_shape(name, shape):
                 raise UserError(f"{self.path}: TensorRT rejected input {name!r} of shape {shape}")
         for name in self._input_names + self._output_names:
+            # Outputs are [N,3,H,W] and [N,1,H,W]: known once the inputs' shapes are set.
             shape = tuple(self._execution.get_tensor_shape(name))
             if any(side < 0 for side in shape):
                 raise RuntimeError(f"{self.path}: output {name!r} has a data-dependent shape {shape}")
-            buffer = self._allocate(shape, trt.nptype(self._engine.get_tensor_dtype(name)))
-            self._execution.set_tensor_address(name, buffer.address)
-            self._buffers[name] = buffer
+            buffer = self._buffers.get(name)
+            if buffer is None or buffer.flat.size < math.prod(shape):
+                if buffer is not None:
+                    buffer.free()
+                    del self._buffers[name]
+                buffer = self._allocate(math.prod(shape), trt.nptype(self._engine.get_tensor_dtype(name)))
+                self._buffers[name] = buffer
+            buffer.host = buffer.flat[: math.prod(shape)].reshape(shape)
+            if not self._execution.set_tensor_address(name, buffer.address):
+                raise RuntimeError(f"{self.path}: TensorRT refused the buffer of {name!r}")
         self._bound_shapes = shapes
 
-    def _allocate(self, shape: tuple[int, ...], dtype: type) -> _Buffer:
+    def _allocate(self, count: int, dtype: type) -> _Buffer:
         cuda = self._cuda
+        count = max(count, 1)  # the driver refuses empty allocations
         if self._zero_copy:
-            host = cuda.pagelocked_empty(shape, dtype, mem_flags=cuda.host_alloc_flags.DEVICEMAP)
             try:
-                return _Buffer(host=host, device=None, address=host.base.get_device_pointer())
+                flat = cuda.pagelocked_empty(count, dtype, mem_flags=cuda.host_alloc_flags.DEVICEMAP)
+                return _Buffer(flat=flat, device=None, address=int(flat.base.get_device_pointer()), host=flat)
             except cuda.Error as exc:
                 # A context without host mapping: fall back to copies for good.
                 warnings.warn(f"{self.path}: zero-copy buffers unavailable ({exc}); using device copies", stacklevel=4)
                 self._zero_copy = False
-        host = cuda.pagelocked_empty(shape, dtype)
-        device = cuda.mem_alloc(max(host.nbytes, 1))
-        return _Buffer(host=host, device=device, address=int(device))
+        flat = cuda.pagelocked_empty(count, dtype)
+        device = cuda.mem_alloc(flat.nbytes)
+        return _Buffer(flat=flat, device=device, address=int(device), host=flat)
 
 
-def _metadata_multiple(metadata: dict[str, str], source: Path) -> int:
-    value = metadata.get("m2ae.multiple", "1")
+def _metadata_int(metadata: dict[str, str], key: str, default: int, source: Path) -> int:
+    value = metadata.get(key, str(default))
     try:
-        multiple = int(value)
+        number = int(value)
     except ValueError:
-        raise UserError(f"{source}: onnx_metadata m2ae.multiple={value!r} is not an integer") from None
-    if multiple < 1:
-        raise UserError(f"{source}: onnx_metadata m2ae.multiple={value!r} must be positive")
-    return multiple
+        raise UserError(f"{source}: onnx_metadata {key}={value!r} is not an integer") from None
+    if number < 1:
+        raise UserError(f"{source}: onnx_metadata {key}={value!r} must be positive")
+    return number

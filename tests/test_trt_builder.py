@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from factories import one_torch_thread
 from onnx import TensorProto, helper
 
 from m2ae import cli
@@ -33,11 +34,13 @@ from m2ae.export.engine_cache import (
     parse_profile,
     parse_shape,
     sidecar_path,
+    validate_profile,
 )
 from m2ae.export.platform_info import PlatformInfo, detect_platform, is_jetson, jetson_model
 from m2ae.export.trt_builder import (
     DESKTOP_INSTALL,
     BuildConfig,
+    _write_engine,
     build_defaults,
     build_engine,
     check_dla_request,
@@ -47,6 +50,8 @@ from m2ae.export.trt_builder import (
     require_tensorrt,
     strongly_typed_for,
 )
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
+from m2ae.trt_plugins import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 PLATFORM = detect_platform()
@@ -88,11 +93,18 @@ def make_key(**changes) -> EngineKey:
     return dataclasses.replace(key, **changes)
 
 
-def tiny_onnx(path: Path, multiple: int | None = 8, m2ae_node: bool = False, hw: tuple = ("H", "W")) -> Path:
-    """restored = 0.5 * image + 0.25, mask = mean over channels > 0.5 (standard ops)."""
+def tiny_onnx(
+    path: Path,
+    multiple: int | None = 8,
+    m2ae_node: bool = False,
+    hw: tuple = ("H", "W"),
+    precision: str = "fp32",
+    min_size: int | None = None,
+) -> Path:
+    """restored = 0.5 * image + 0.25, blur_mask = mean over channels > 0.5 (standard ops)."""
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *hw])
     restored = helper.make_tensor_value_info("restored", TensorProto.FLOAT, ["N", 3, *hw])
-    mask = helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, *hw])
+    mask = helper.make_tensor_value_info("blur_mask", TensorProto.FLOAT, ["N", 1, *hw])
     consts = [
         helper.make_tensor("half", TensorProto.FLOAT, [], [0.5]),
         helper.make_tensor("quarter", TensorProto.FLOAT, [], [0.25]),
@@ -102,7 +114,7 @@ def tiny_onnx(path: Path, multiple: int | None = 8, m2ae_node: bool = False, hw:
         helper.make_node("Add", ["scaled", "quarter"], ["restored"]),
         helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1], keepdims=1),
         helper.make_node("Greater", ["mean", "half"], ["blurred"]),
-        helper.make_node("Cast", ["blurred"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["blurred"], ["blur_mask"], to=TensorProto.FLOAT),
     ]
     opsets = [helper.make_opsetid("", 17)]
     if m2ae_node:
@@ -116,7 +128,10 @@ def tiny_onnx(path: Path, multiple: int | None = 8, m2ae_node: bool = False, hw:
     graph = helper.make_graph(nodes, "tiny", [image], [restored, mask], initializer=consts)
     model = helper.make_model(graph, opset_imports=opsets)
     if multiple is not None:
-        helper.set_model_props(model, {"m2ae.multiple": str(multiple), "m2ae.precision": "fp32"})
+        props = {"m2ae.multiple": str(multiple), "m2ae.precision": precision}
+        if min_size is not None:
+            props["m2ae.min_size"] = str(min_size)
+        helper.set_model_props(model, props)
     onnx.save(model, str(path))
     return path
 
@@ -212,6 +227,18 @@ def test_profile_dict_round_trip_and_contains():
     profile = parse_profile("256x256", "512x768", "1024x2048")
     assert Profile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
     assert profile.contains((256, 2048)) and not profile.contains((2048, 256))
+    assert not profile.is_static and Profile((64, 96), (64, 96), (64, 96)).is_static
+
+
+@pytest.mark.parametrize("low", ["8x64", "64x8", "8x8"])
+def test_profile_min_below_the_network_min_size_is_refused(low):
+    with pytest.raises(UserError, match=rf"--min {low}: .*at least 16 .*m2ae.min_size.*try --min") as info:
+        parse_profile(low, "64x64", "128x128", multiple=8, min_size=16)
+    suggested = info.value.args[0].rsplit("--min ", 1)[1]
+    assert parse_profile(suggested, "64x64", "128x128", multiple=8, min_size=16).min == parse_shape(suggested)
+    with pytest.raises(UserError, match="at least 16"):
+        complete_profile(low, None, None, Profile((256, 256), (512, 512), (1024, 1024)), multiple=8, min_size=16)
+    assert parse_profile("16x16", "64x64", "128x128", multiple=8, min_size=16).min == (16, 16)
 
 
 # ---------------------------------------------------------------- sidecars and the cache
@@ -270,6 +297,26 @@ def test_sidecar_missing_file(tmp_path):
 
 def test_sidecar_path_appends_json():
     assert sidecar_path(Path("/a/model.engine")) == Path("/a/model.engine.json")
+
+
+def test_engine_write_never_leaves_an_old_sidecar_beside_a_new_engine(tmp_path):
+    out = tmp_path / "m.engine"
+    old = make_sidecar()
+    _write_engine(lambda tmp: tmp.write_bytes(b"old plan"), old, out)
+    assert out.read_bytes() == b"old plan" and Sidecar.read(sidecar_path(out)) == old
+
+    def crash(tmp: Path) -> None:
+        tmp.write_bytes(b"half a pl")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _write_engine(crash, make_sidecar(build_seconds=1.0), out)
+    assert out.read_bytes() == b"old plan", "the engine is replaced whole or not at all"
+    assert not sidecar_path(out).exists(), "the old sidecar no longer describes what may be there"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine"]
+    new = make_sidecar(build_seconds=2.0)
+    _write_engine(lambda tmp: tmp.write_bytes(b"new plan"), new, out)
+    assert out.read_bytes() == b"new plan" and Sidecar.read(sidecar_path(out)) == new
 
 
 def test_engine_cache_store_and_lookup(tmp_path):
@@ -372,6 +419,13 @@ def test_build_defaults_desktop_and_jetson():
     assert build_defaults(jetson("orin")).workspace_mib < build_defaults(jetson("thor")).workspace_mib
 
 
+def test_build_defaults_respect_the_network_min_size():
+    for platform in (desktop(), jetson("orin"), jetson("thor")):
+        profile = build_defaults(platform, multiple=16, min_size=300).profile
+        assert min(profile.min) >= 300 and profile.min[0] % 16 == 0 and profile.min[1] % 16 == 0
+        validate_profile(profile, 16, 300)
+
+
 @pytest.mark.parametrize("multiple", [1, 8, 16, 32, 64])
 def test_build_defaults_round_up_to_the_network_multiple(multiple):
     for platform in (desktop(), jetson("orin"), jetson("thor")):
@@ -402,13 +456,39 @@ def test_fp16_flag_on_reduced_precision_onnx_is_refused(precision):
         strongly_typed_for(True, precision, 10, Path("m.onnx"))
 
 
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_build_cli_fp16_on_a_reduced_precision_onnx_needs_no_tensorrt_to_explain(
+    tmp_path, monkeypatch, capsys, precision
+):
+    onnx_path = tiny_onnx(tmp_path / "m.onnx", precision=precision)
+    assert run_cli(monkeypatch, ["build", "--onnx", str(onnx_path), "--fp16"]) == 2
+    err = capsys.readouterr().err
+    assert f"is already a {precision} ONNX" in err and "drop --fp16" in err and err.count("\n") == 1
+
+
 def test_dla_only_on_jetson():
     check_dla_request(None, desktop())
-    check_dla_request(0, jetson("orin"))
+    check_dla_request(0, jetson("orin"), onnx_precision="fp16")
     with pytest.raises(UserError, match="only on Jetson"):
         check_dla_request(0, desktop())
     with pytest.raises(UserError, match="0 or more"):
         check_dla_request(-1, jetson("orin"))
+    with pytest.raises(UserError, match="Jetson Thor has no DLA"):
+        check_dla_request(0, jetson("thor"))
+
+
+def test_dla_needs_one_fixed_size_and_reduced_precision():
+    fixed = Profile((720, 1280), (720, 1280), (720, 1280))
+    check_dla_request(0, jetson("orin"), fixed, "fp16")
+    check_dla_request(1, jetson("orin"), fixed, "int8")
+    check_dla_request(0, jetson("orin"), fixed, "fp32", fp16=True)  # TensorRT 10's weakly typed fp16
+    dynamic = Profile((256, 256), (720, 1280), (1088, 1920))
+    with pytest.raises(UserError, match=r"fixed sizes only.*--min 720x1280 --opt 720x1280 --max 720x1280"):
+        check_dla_request(0, jetson("orin"), dynamic, "fp16")
+    for precision in ("fp32", None):
+        with pytest.raises(UserError, match=r"fp16 and int8 layers only.*m2ae export --precision fp16") as info:
+            check_dla_request(0, jetson("orin"), fixed, precision)
+        assert "\n" not in str(info.value)
 
 
 def test_input_profile_shapes_for_image_and_mask():
@@ -435,6 +515,10 @@ def test_input_profile_shapes_rejects_what_cannot_build():
 def test_read_onnx_info(tmp_path):
     info = read_onnx_info(tiny_onnx(tmp_path / "plain.onnx", multiple=16))
     assert info.multiple == 16 and info.precision == "fp32" and not info.uses_m2ae_ops
+    assert info.min_size == 1
+    assert read_onnx_info(tiny_onnx(tmp_path / "small.onnx", min_size=24)).min_size == 24
+    with pytest.raises(UserError, match="m2ae.min_size='tiny'"):
+        _ = dataclasses.replace(info, metadata={"m2ae.min_size": "tiny"}).min_size
     assert info.inputs == {"image": ("N", 3, "H", "W")}
     assert len(info.sha256) == 64
     with_ops = read_onnx_info(tiny_onnx(tmp_path / "plugin.onnx", m2ae_node=True))
@@ -451,15 +535,60 @@ def test_read_onnx_info_bad_files(tmp_path):
         read_onnx_info(junk)
 
 
+@pytest.fixture(scope="module")
+def tiny_plugin_exports(tmp_path_factory) -> dict[bool, Path]:
+    """The shipped tiny checkpoint's plugin ONNX, predicting its mask (False) or taking one (True)."""
+    from m2ae.export.onnx_export import ExportConfig, export_models
+
+    out = tmp_path_factory.mktemp("tiny_plugin")
+    paths = {}
+    with one_torch_thread():
+        for mask_input in (False, True):
+            (model,) = export_models(ExportConfig(out=out, variants=("plugin",), mask_input=mask_input, progress=False))
+            paths[mask_input] = model.path
+    return paths
+
+
+@pytest.mark.parametrize("mask_input", [False, True])
+def test_tiny_plugin_export_fits_what_the_builder_and_runtime_expect(tiny_plugin_exports, mask_input):
+    info = read_onnx_info(tiny_plugin_exports[mask_input])
+    assert info.uses_m2ae_ops, "--plugin auto must load the plugin for this export"
+    assert set(info.inputs) == ({INPUT_IMAGE, INPUT_MASK} if mask_input else {INPUT_IMAGE})
+    model = onnx.load(str(info.path), load_external_data=False)
+    assert {o.name for o in model.graph.output} == {OUTPUT_RESTORED, OUTPUT_MASK}
+    # TensorRT's ONNX parser finds a plugin by op_type plus these two attributes.
+    custom = [node for node in model.graph.node if node.domain == DOMAIN]
+    assert custom
+    for node in custom:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["plugin_version"] == PLUGIN_VERSION.encode()
+        assert attrs["plugin_namespace"] == PLUGIN_NAMESPACE.encode()
+    for platform in (desktop(), jetson("orin"), jetson("thor")):
+        profile = build_defaults(platform, info.multiple, info.min_size).profile
+        validate_profile(profile, info.multiple, info.min_size)
+        shapes = input_profile_shapes(info.inputs, profile, 2, info.path)
+        assert shapes[INPUT_IMAGE] == tuple((2, 3, *side) for side in (profile.min, profile.opt, profile.max))
+        if mask_input:
+            assert shapes[INPUT_MASK] == tuple((2, 1, *side) for side in (profile.min, profile.opt, profile.max))
+    below = info.min_size - 1
+    if below >= 1:
+        with pytest.raises(UserError, match="m2ae.min_size"):
+            validate_profile(Profile((below, below), (256, 256), (512, 512)), 1, info.min_size)
+
+
 # ---------------------------------------------------------------- missing TensorRT / GPU
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here, so the missing-TensorRT message cannot show")
 def test_require_tensorrt_names_the_install_command():
-    with pytest.raises(UserError, match=re.escape(DESKTOP_INSTALL)):
+    with pytest.raises(UserError, match=re.escape(DESKTOP_INSTALL)) as info:
         require_tensorrt(desktop())
-    with pytest.raises(UserError, match="python3-libnvinfer"):
+    assert "GPU" not in str(info.value), "a machine with a GPU needs only TensorRT"
+    with pytest.raises(UserError, match="python3-libnvinfer.*--system-site-packages"):
         require_tensorrt(jetson("orin"))
+    no_gpu = desktop(gpu_name=None, compute_capability=None, cuda_driver_version=None)
+    with pytest.raises(UserError, match=re.escape(DESKTOP_INSTALL) + r".*also needs an NVIDIA GPU.*no CUDA driver"):
+        require_tensorrt(no_gpu)
 
 
 def test_require_gpu_without_driver_or_device():
@@ -517,6 +646,22 @@ def test_build_cli_bad_profile_is_one_line_exit_2(tmp_path, monkeypatch, capsys,
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_build_cli_min_below_min_size_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    onnx_path = tiny_onnx(tmp_path / "m.onnx", multiple=8, min_size=32)
+    assert run_cli(monkeypatch, ["build", "--onnx", str(onnx_path), "--min", "16x16", "--opt", "64x64"]) == 2
+    err = capsys.readouterr().err
+    assert "--min 16x16: height and width must be at least 32" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.engine").exists()
+
+
+@pytest.mark.skipif(PLATFORM.is_jetson, reason="this machine is a Jetson, where --dla is a valid request")
+def test_build_cli_checks_dla_before_looking_for_tensorrt(tmp_path, monkeypatch, capsys):
+    onnx_path = tiny_onnx(tmp_path / "m.onnx", precision="fp16")
+    assert run_cli(monkeypatch, ["build", "--onnx", str(onnx_path), "--dla", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--dla 0: DLA cores exist only on Jetson" in err and err.count("\n") == 1
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here, so the missing-TensorRT message cannot show")

@@ -110,6 +110,9 @@ def test_missing_tensorrt_or_gpu_is_explained():
         check_engine_compatible(sidecar, desktop, "m.engine")
     with pytest.raises(UserError, match="NVIDIA GPU"):
         check_engine_compatible(sidecar, machine(gpu_name=None, compute_capability=None), "m.engine")
+    nothing = dataclasses.replace(desktop, gpu_name=None, compute_capability=None, cuda_driver_version=None)
+    with pytest.raises(UserError, match=r"not installed; install it with: .*also needs an NVIDIA GPU.*no CUDA driver"):
+        check_engine_compatible(sidecar, nothing, "m.engine")
 
 
 def test_rebuild_command_carries_every_build_option():
@@ -144,9 +147,17 @@ def test_missing_engine_or_sidecar(tmp_path):
         open_engine(engine)
 
 
-def test_bad_multiple_in_sidecar_metadata(tmp_path):
-    sidecar = dataclasses.replace(sidecar_for(machine()), onnx_metadata={"m2ae.multiple": "sixteen"})
-    with pytest.raises(UserError, match="m2ae.multiple='sixteen'"):
+@pytest.mark.parametrize(
+    "metadata, message",
+    [
+        ({"m2ae.multiple": "sixteen"}, "m2ae.multiple='sixteen' is not an integer"),
+        ({"m2ae.multiple": "0"}, "m2ae.multiple='0' must be positive"),
+        ({"m2ae.multiple": "16", "m2ae.min_size": "big"}, "m2ae.min_size='big' is not an integer"),
+    ],
+)
+def test_bad_numbers_in_sidecar_metadata(tmp_path, metadata, message):
+    sidecar = dataclasses.replace(sidecar_for(machine()), onnx_metadata=metadata)
+    with pytest.raises(UserError, match=message):
         TensorRTEngine(write_fake_engine(tmp_path, sidecar))
 
 
@@ -155,6 +166,22 @@ def test_engine_on_machine_without_tensorrt_explains_install(tmp_path):
     engine = write_fake_engine(tmp_path, sidecar_for(machine()))
     with pytest.raises(UserError, match=r"needs TensorRT 10\.3\.0\.30, which is not installed; install it with"):
         open_engine(engine)
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here, so the missing-TensorRT message cannot show")
+def test_infer_cli_with_an_engine_but_no_tensorrt_is_one_line_exit_2(tmp_path, capsys):
+    from m2ae.cli import main
+    from m2ae.export.trt_builder import install_hint
+    from m2ae.imageio import write_image
+
+    engine = write_fake_engine(tmp_path, sidecar_for(machine(is_jetson=False, jetson_model=None)))
+    write_image(tmp_path / "a.png", np.full((32, 32, 3), 0.5))
+    assert main(["infer", "--model", str(engine), "--input", str(tmp_path / "a.png"),
+                 "--output", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("m2ae infer: error: ") and err.count("\n") == 1
+    assert "needs TensorRT 10.3.0.30, which is not installed" in err and install_hint(PLATFORM) in err
+    assert not (tmp_path / "out").exists()
 
 
 @needs_gpu_runtime
@@ -169,9 +196,10 @@ def test_mismatched_engine_fails_before_deserializing(tmp_path):
 
 
 def plain_onnx(path: Path, mask_input: bool) -> Path:
-    """restored = 0.5 * image + 0.25 (+ 0.1 * mask); mask = mean(image) > 0.5 or the input mask."""
+    """restored = 0.5 * image + 0.25 (+ 0.1 * mask); blur_mask = mean(image) > 0.5, or the input mask."""
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])
     mask = helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    blur_mask = helper.make_tensor_value_info("blur_mask", TensorProto.FLOAT, ["N", 1, "H", "W"])
     restored = helper.make_tensor_value_info("restored", TensorProto.FLOAT, ["N", 3, "H", "W"])
     scalars = (("half", 0.5), ("quarter", 0.25)) + ((("tenth", 0.1),) if mask_input else ())
     consts = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in scalars]
@@ -181,16 +209,17 @@ def plain_onnx(path: Path, mask_input: bool) -> Path:
             helper.make_node("Mul", ["mask", "tenth"], ["bump"]),
             helper.make_node("Add", ["scaled", "bump"], ["shifted"]),
             helper.make_node("Add", ["shifted", "quarter"], ["restored"]),
+            helper.make_node("Identity", ["mask"], ["blur_mask"]),
         ]
-        inputs, outputs = [image, mask], [restored, mask]
+        inputs, outputs = [image, mask], [restored, blur_mask]
     else:
         nodes += [
             helper.make_node("Add", ["scaled", "quarter"], ["restored"]),
             helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1], keepdims=1),
             helper.make_node("Greater", ["mean", "half"], ["blurred"]),
-            helper.make_node("Cast", ["blurred"], ["mask"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["blurred"], ["blur_mask"], to=TensorProto.FLOAT),
         ]
-        inputs, outputs = [image], [restored, mask]
+        inputs, outputs = [image], [restored, blur_mask]
     model = helper.make_model(
         helper.make_graph(nodes, "plain", inputs, outputs, initializer=consts),
         opset_imports=[helper.make_opsetid("", 17)],
@@ -233,7 +262,7 @@ def test_engine_matches_onnxruntime_across_shapes(tmp_path, rng, mask_input):
             got = engine.infer(image, feeds.get("mask"))
             want = onnxruntime_outputs(onnx_path, feeds)
             np.testing.assert_allclose(got.restored, want["restored"], atol=1e-6)
-            np.testing.assert_array_equal(got.mask, want.get("mask", feeds.get("mask")))
+            np.testing.assert_array_equal(got.mask, want["blur_mask"])
             assert got.restored.dtype == np.float32 and got.restored.shape == (2, 3, h, w)
 
 
@@ -242,9 +271,10 @@ def test_engine_rejects_inputs_outside_its_profile(tmp_path, rng):
     with TensorRTEngine(build(plain_onnx(tmp_path / "plain.onnx", False), tmp_path)) as engine:
         with pytest.raises(UserError, match="outside the engine's profile"):
             engine.infer(rng.random((2, 3, 256, 64), dtype=np.float32))
-        with pytest.raises(UserError, match="not a multiple of 8"):
+        # Arrays no engine takes are ValueErrors, as with the ONNX Runtime and torch engines.
+        with pytest.raises(ValueError, match="multiples of 8"):
             engine.infer(rng.random((2, 3, 60, 64), dtype=np.float32))
-        with pytest.raises(UserError, match="predicts its mask"):
+        with pytest.raises(ValueError, match="predicts its own mask"):
             engine.infer(rng.random((2, 3, 64, 64), dtype=np.float32), np.ones((2, 1, 64, 64), np.float32))
 
 
@@ -252,7 +282,7 @@ def plugin_onnx(path: Path, pixels: np.ndarray) -> Path:
     """restored = image with the given linear pixels doubled, via MaskedGather + MaskedScatter."""
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"])
     restored = helper.make_tensor_value_info("restored", TensorProto.FLOAT, [1, 3, "H", "W"])
-    mask = helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, "H", "W"])
+    mask = helper.make_tensor_value_info("blur_mask", TensorProto.FLOAT, [1, 1, "H", "W"])
     table = (-2 - pixels).astype(np.int32)[None, :]
     inits = [
         # Only dense pixels are picked (table <= -2); one token column keeps the constant non-empty.
@@ -269,7 +299,7 @@ def plugin_onnx(path: Path, pixels: np.ndarray) -> Path:
             "MaskedScatter", ["image", "doubled", "index"], ["restored"], domain="m2ae", accumulate=0, **attrs
         ),
         helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1], keepdims=1),
-        helper.make_node("Mul", ["mean", "two"], ["mask"]),
+        helper.make_node("Mul", ["mean", "two"], ["blur_mask"]),
     ]
     model = helper.make_model(
         helper.make_graph(nodes, "plugin", [image], [restored, mask], initializer=inits),
@@ -302,3 +332,75 @@ def test_plugin_engine_matches_the_numpy_reference(tmp_path, rng):
             picked = reference.masked_gather(image, tokens, (-2 - pixels)[None, :].astype(np.int32))
             want = reference.masked_scatter(image, picked * 2, pixels)
             np.testing.assert_allclose(engine.infer(image).restored, want, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the shipped tiny checkpoint on a GPU
+
+
+def export_tiny(out: Path, variant: str, mask_input: bool) -> Path:
+    from factories import one_torch_thread
+
+    from m2ae.export.onnx_export import ExportConfig, export_models
+
+    with one_torch_thread():
+        (model,) = export_models(ExportConfig(out=out, variants=(variant,), mask_input=mask_input, progress=False))
+    return model.path
+
+
+def plugin_library_or_skip() -> None:
+    try:
+        from m2ae.trt_plugins.loader import load
+
+        load()
+    except (ImportError, UserError) as exc:
+        pytest.skip(f"the m2ae TensorRT plugin library is not available: {exc}")
+
+
+@needs_gpu_runtime
+@pytest.mark.parametrize("variant, mask_input", [("plugin", False), ("plugin", True), ("portable", False)])
+def test_tiny_checkpoint_engine_matches_onnxruntime(tmp_path, rng, variant, mask_input):
+    """fp32 engines of the shipped checkpoint against ONNX Runtime on the same ONNX file."""
+    if variant == "plugin":
+        plugin_library_or_skip()
+    from m2ae.export.trt_builder import BuildConfig, build_engine
+    from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
+
+    onnx_path = export_tiny(tmp_path, variant, mask_input)
+    result = build_engine(BuildConfig(onnx=onnx_path, profile=Profile((64, 64), (128, 128), (256, 256)),
+                                      cache_dir=tmp_path / "cache", progress=False))
+    assert (result.sidecar.key.plugin_sha256 is not None) is (variant == "plugin")
+    reference = OnnxRuntimeEngine(onnx_path)
+    with TensorRTEngine(result.engine_path) as engine:
+        assert engine.takes_mask is mask_input and engine.multiple == reference.multiple
+        for h, w in ((64, 64), (128, 192), (256, 256), (128, 192)):
+            image = rng.random((1, 3, h, w), dtype=np.float32)
+            mask = (rng.random((1, 1, h, w)) > 0.9).astype(np.float32) if mask_input else None
+            got, want = engine.infer(image, mask), reference.infer(image, mask)
+            assert got.restored.shape == want.restored.shape and got.mask.shape == want.mask.shape
+            flips = float(np.mean(got.mask != want.mask))
+            assert flips <= 1e-3, f"{flips:.2%} of mask pixels differ at {h}x{w}"
+            if flips == 0:
+                # Mask pixels at the threshold may flip and change their neighbourhood; otherwise fp32 agrees.
+                np.testing.assert_allclose(got.restored, want.restored, atol=1e-4)
+
+
+@needs_gpu_runtime
+def test_infer_cli_with_an_engine_writes_what_it_writes_with_the_onnx(tmp_path, rng):
+    from m2ae.cli import main
+    from m2ae.export.trt_builder import BuildConfig, build_engine
+    from m2ae.imageio import read_image, write_image
+
+    onnx_path = export_tiny(tmp_path, "portable", False)
+    engine_path = build_engine(BuildConfig(onnx=onnx_path, profile=Profile((64, 64), (128, 128), (256, 256)),
+                                           cache_dir=tmp_path / "cache", progress=False)).engine_path
+    images = tmp_path / "images"
+    write_image(images / "a.png", rng.random((90, 130, 3)))  # padded to the multiple inside the profile
+    assert main(["infer", "--model", str(onnx_path), "--input", str(images), "--output", str(tmp_path / "ort"),
+                 "--no-progress"]) == 0
+    assert main(["infer", "--model", str(engine_path), "--input", str(images), "--output", str(tmp_path / "trt"),
+                 "--no-progress"]) == 0
+    for name in ("a_restored.png", "a_mask.png"):
+        ort = np.round(read_image(tmp_path / "ort" / name) * 255)
+        trt = np.round(read_image(tmp_path / "trt" / name) * 255)
+        assert ort.shape == trt.shape == (90, 130, 3)
+        assert np.mean(np.abs(ort - trt) > 1) <= 1e-3, f"{name}: more than 0.1% of values differ by 2+ levels"
