@@ -197,11 +197,11 @@ def train(
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
             detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise UserError(f"--resume: {last_path} is not a resumable training checkpoint ({detail})") from None
+        if start >= config.steps:
+            raise UserError(f"--resume: {last_path} already reached step {start}; raise --steps to train further")
         _check_resumable(config, state.get("train"), last_path)
         if scaler.is_enabled() and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        if start >= config.steps:
-            raise UserError(f"--resume: {last_path} already reached step {start}; raise --steps to train further")
     elif last_path.exists():
         raise UserError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
 

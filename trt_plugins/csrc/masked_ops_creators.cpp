@@ -1,82 +1,94 @@
 #include "masked_ops_creators.h"
 
-#include "masked_gather_plugin.h"
-#include "masked_scatter_plugin.h"
 #include "plugin_common.h"
 
 #include <new>
+#include <string>
 
 namespace m2ae
 {
-
-nvinfer1::IPluginV3* MaskedGatherCreator::createPlugin(
-    char const* /*name*/, nvinfer1::PluginFieldCollection const* /*fc*/, nvinfer1::TensorRTPhase /*phase*/) noexcept
+namespace
 {
-    // The op has no attributes; the parser's plugin_version/plugin_namespace
-    // fields, if passed on, only select this creator.
-    return new (std::nothrow) MaskedGatherPlugin();
+
+//! Reads one attribute into `value`; false (logged) when present but not one integer
+//! within the attribute's range.
+bool readAttribute(
+    char const* pluginName, IntAttribute const& spec, nvinfer1::PluginFieldCollection const* fc, int32_t& value) noexcept
+{
+    int64_t read = spec.defaultValue;
+    bool malformed = false;
+    readIntField(fc, spec.name, read, malformed);
+    if (!malformed && read >= spec.min && read <= spec.max)
+    {
+        value = static_cast<int32_t>(read);
+        return true;
+    }
+    try
+    {
+        std::string const message = std::string("attribute '") + spec.name + "' must be one integer in ["
+            + std::to_string(spec.min) + ", " + std::to_string(spec.max) + "]";
+        logMessage(nvinfer1::ILogger::Severity::kERROR, pluginName, message.c_str());
+    }
+    catch (...)
+    {
+        logMessage(nvinfer1::ILogger::Severity::kERROR, pluginName, "malformed attribute");
+    }
+    return false;
 }
 
-nvinfer1::PluginFieldCollection const* MaskedGatherCreator::getFieldNames() noexcept
+} // namespace
+
+template <typename Plugin>
+MaskedOpCreator<Plugin>::MaskedOpCreator() noexcept
 {
-    return &mFieldNames;
+    for (std::size_t i = 0; i < mFields.size(); ++i)
+    {
+        mFields[i] = nvinfer1::PluginField(Plugin::kAttributes[i].name, nullptr, nvinfer1::PluginFieldType::kINT32, 1);
+    }
+    mFieldNames.nbFields = static_cast<int32_t>(mFields.size());
+    mFieldNames.fields = mFields.data();
 }
 
-char const* MaskedGatherCreator::getPluginName() const noexcept
-{
-    return kGatherName;
-}
-
-char const* MaskedGatherCreator::getPluginVersion() const noexcept
-{
-    return kPluginVersion;
-}
-
-char const* MaskedGatherCreator::getPluginNamespace() const noexcept
-{
-    return kPluginNamespace;
-}
-
-MaskedScatterCreator::MaskedScatterCreator()
-    : mFieldList{nvinfer1::PluginField(kAccumulateField, nullptr, nvinfer1::PluginFieldType::kINT32, 1)}
-{
-    mFieldNames.nbFields = static_cast<int32_t>(mFieldList.size());
-    mFieldNames.fields = mFieldList.data();
-}
-
-nvinfer1::IPluginV3* MaskedScatterCreator::createPlugin(
+template <typename Plugin>
+nvinfer1::IPluginV3* MaskedOpCreator<Plugin>::createPlugin(
     char const* /*name*/, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase /*phase*/) noexcept
 {
-    int64_t accumulate = 0;
-    bool malformed = false;
-    readIntField(fc, kAccumulateField, accumulate, malformed);
-    if (malformed || (accumulate != 0 && accumulate != 1))
+    typename Plugin::Attributes values{};
+    for (std::size_t i = 0; i < values.size(); ++i)
     {
-        logMessage(nvinfer1::ILogger::Severity::kERROR, kScatterName,
-            "attribute 'accumulate' must be a single integer, 0 (replace) or 1 (add)");
-        return nullptr;
+        if (!readAttribute(Plugin::kName, Plugin::kAttributes[i], fc, values[i]))
+        {
+            return nullptr;
+        }
     }
-    return new (std::nothrow) MaskedScatterPlugin(static_cast<int32_t>(accumulate));
+    return new (std::nothrow) Plugin(values);
 }
 
-nvinfer1::PluginFieldCollection const* MaskedScatterCreator::getFieldNames() noexcept
+template <typename Plugin>
+nvinfer1::PluginFieldCollection const* MaskedOpCreator<Plugin>::getFieldNames() noexcept
 {
     return &mFieldNames;
 }
 
-char const* MaskedScatterCreator::getPluginName() const noexcept
+template <typename Plugin>
+char const* MaskedOpCreator<Plugin>::getPluginName() const noexcept
 {
-    return kScatterName;
+    return Plugin::kName;
 }
 
-char const* MaskedScatterCreator::getPluginVersion() const noexcept
+template <typename Plugin>
+char const* MaskedOpCreator<Plugin>::getPluginVersion() const noexcept
 {
     return kPluginVersion;
 }
 
-char const* MaskedScatterCreator::getPluginNamespace() const noexcept
+template <typename Plugin>
+char const* MaskedOpCreator<Plugin>::getPluginNamespace() const noexcept
 {
     return kPluginNamespace;
 }
+
+template class MaskedOpCreator<MaskedGatherPlugin>;
+template class MaskedOpCreator<MaskedScatterPlugin>;
 
 } // namespace m2ae

@@ -1,20 +1,27 @@
 // Creators of the two m2ae plugins: they name the plugins for the registry and build
 // plugin objects from the fields the ONNX parser (node attributes) or an engine
-// (getFieldsToSerialize) passes in.
+// (getFieldsToSerialize) passes in. One template serves both ops: a creator knows its
+// op only through the plugin class's name and attribute list.
 #pragma once
+
+#include "masked_gather_plugin.h"
+#include "masked_scatter_plugin.h"
 
 #include <NvInferRuntime.h>
 
-#include <vector>
+#include <array>
 
 namespace m2ae
 {
 
-class MaskedGatherCreator final : public nvinfer1::IPluginCreatorV3One
+template <typename Plugin>
+class MaskedOpCreator final : public nvinfer1::IPluginCreatorV3One
 {
 public:
-    MaskedGatherCreator() = default;
+    MaskedOpCreator() noexcept;
 
+    //! Attributes missing from `fc` take their defaults; fields of other names are
+    //! ignored; an attribute that is not one integer in range is an error (null).
     nvinfer1::IPluginV3* createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc,
         nvinfer1::TensorRTPhase phase) noexcept override;
     nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
@@ -23,24 +30,14 @@ public:
     char const* getPluginNamespace() const noexcept override;
 
 private:
+    std::array<nvinfer1::PluginField, Plugin::kAttributes.size()> mFields{};
     nvinfer1::PluginFieldCollection mFieldNames{};
 };
 
-class MaskedScatterCreator final : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    MaskedScatterCreator();
+using MaskedGatherCreator = MaskedOpCreator<MaskedGatherPlugin>;
+using MaskedScatterCreator = MaskedOpCreator<MaskedScatterPlugin>;
 
-    nvinfer1::IPluginV3* createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc,
-        nvinfer1::TensorRTPhase phase) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-
-private:
-    std::vector<nvinfer1::PluginField> mFieldList;
-    nvinfer1::PluginFieldCollection mFieldNames{};
-};
+extern template class MaskedOpCreator<MaskedGatherPlugin>;
+extern template class MaskedOpCreator<MaskedScatterPlugin>;
 
 } // namespace m2ae

@@ -88,6 +88,29 @@ bool readIntField(nvinfer1::PluginFieldCollection const* fc, char const* name, i
     return false;
 }
 
+bool dimAgrees(int64_t a, int64_t b) noexcept
+{
+    return a == b || a < 0 || b < 0;
+}
+
+int32_t launchStatus(char const* pluginName, int status) noexcept
+{
+    if (status == 0)
+    {
+        return 0;
+    }
+    try
+    {
+        std::string const message = std::string("kernel launch failed: ") + m2ae_cuda_error_string(status);
+        logMessage(nvinfer1::ILogger::Severity::kERROR, pluginName, message.c_str());
+    }
+    catch (...)
+    {
+        logMessage(nvinfer1::ILogger::Severity::kERROR, pluginName, "kernel launch failed");
+    }
+    return -1;
+}
+
 int64_t dimsProduct(nvinfer1::Dims const& dims, int32_t begin, int32_t end) noexcept
 {
     int64_t product = 1;

@@ -1,5 +1,6 @@
-// What both m2ae plugins share: identity strings, logging through the logger TensorRT
-// hands over, dtype mapping to the kernels' enum and attribute parsing.
+// What both m2ae plugins share outside their class template (plugin_base.h): version
+// and namespace strings, logging through the logger TensorRT hands over, dtype mapping
+// to the kernels' enum, attribute parsing and the reporting of kernel launches.
 #pragma once
 
 #include "masked_ops_kernels.h"
@@ -13,9 +14,6 @@ namespace m2ae
 
 constexpr char const* kPluginVersion = "1";
 constexpr char const* kPluginNamespace = "m2ae";
-constexpr char const* kGatherName = "MaskedGather";
-constexpr char const* kScatterName = "MaskedScatter";
-constexpr char const* kAccumulateField = "accumulate";
 
 //! Remembers the logger finder TensorRT passes to setLoggerFinder (null is allowed).
 void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
@@ -36,5 +34,11 @@ bool readIntField(nvinfer1::PluginFieldCollection const* fc, char const* name, i
 
 //! Product of dims [begin, end) of a tensor descriptor.
 int64_t dimsProduct(nvinfer1::Dims const& dims, int32_t begin, int32_t end) noexcept;
+
+//! Two extents of one axis agree when equal or when either is not known yet (-1 at build time).
+bool dimAgrees(int64_t a, int64_t b) noexcept;
+
+//! enqueue's return value for a launcher's status; a failure is logged with CUDA's text.
+int32_t launchStatus(char const* pluginName, int status) noexcept;
 
 } // namespace m2ae

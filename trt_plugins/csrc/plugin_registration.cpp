@@ -33,45 +33,46 @@ nvinfer1::IPluginCreatorInterface* const* libraryCreators() noexcept
     return creators;
 }
 
-char const* creatorName(int32_t i) noexcept
+//! Calls action(registry, creator, registered) for each creator of this library, where
+//! `registered` is the registry's creator of the same name, version and namespace (or null).
+template <typename Action>
+void forEachCreator(Action action) noexcept
 {
-    return i == 0 ? kGatherName : kScatterName;
+    nvinfer1::IPluginRegistry* registry = getPluginRegistry();
+    if (registry == nullptr)
+    {
+        return;
+    }
+    nvinfer1::IPluginCreatorInterface* const* creators = libraryCreators();
+    for (int32_t i = 0; i < kNbCreators; ++i)
+    {
+        auto& creator = static_cast<nvinfer1::IPluginCreatorV3One&>(*creators[i]);
+        action(*registry, creator, registry->getCreator(creator.getPluginName(), kPluginVersion, kPluginNamespace));
+    }
 }
 
 // Idempotent: a creator with the same name, version and namespace already in the
 // registry (this library loaded twice, or another copy of it) is left alone.
 void registerWithGlobalRegistry() noexcept
 {
-    nvinfer1::IPluginRegistry* registry = getPluginRegistry();
-    if (registry == nullptr)
-    {
-        return;
-    }
-    nvinfer1::IPluginCreatorInterface* const* creators = libraryCreators();
-    for (int32_t i = 0; i < kNbCreators; ++i)
-    {
-        if (registry->getCreator(creatorName(i), kPluginVersion, kPluginNamespace) == nullptr)
+    forEachCreator([](nvinfer1::IPluginRegistry& registry, nvinfer1::IPluginCreatorV3One& creator,
+                       nvinfer1::IPluginCreatorInterface* registered) {
+        if (registered == nullptr)
         {
-            registry->registerCreator(*creators[i], kPluginNamespace);
+            registry.registerCreator(creator, kPluginNamespace);
         }
-    }
+    });
 }
 
 void deregisterFromGlobalRegistry() noexcept
 {
-    nvinfer1::IPluginRegistry* registry = getPluginRegistry();
-    if (registry == nullptr)
-    {
-        return;
-    }
-    nvinfer1::IPluginCreatorInterface* const* creators = libraryCreators();
-    for (int32_t i = 0; i < kNbCreators; ++i)
-    {
-        if (registry->getCreator(creatorName(i), kPluginVersion, kPluginNamespace) == creators[i])
+    forEachCreator([](nvinfer1::IPluginRegistry& registry, nvinfer1::IPluginCreatorV3One& creator,
+                       nvinfer1::IPluginCreatorInterface* registered) {
+        if (registered == &creator)
         {
-            registry->deregisterCreator(*creators[i]);
+            registry.deregisterCreator(creator);
         }
-    }
+    });
 }
 
 struct StaticRegistrar
