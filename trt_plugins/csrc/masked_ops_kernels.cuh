@@ -129,6 +129,18 @@ M2AE_HOST_DEVICE void storePack(T* dst, Pack<T, VEC> const& pack)
 #endif
 }
 
+//! One element of an input the kernel never writes (tokens, dense), through the
+//! read-only data cache on the device.
+template <typename T>
+M2AE_HOST_DEVICE T loadReadOnly(T const* src)
+{
+#if defined(__CUDA_ARCH__)
+    return __ldg(src);
+#else
+    return *src;
+#endif
+}
+
 template <typename T>
 M2AE_HOST_DEVICE T zeroValue();
 
@@ -166,6 +178,31 @@ M2AE_HOST_DEVICE int64_t minIndex(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+//! Offset of channel 0 of linear pixel p = n*HW + h*W + w in an NCHW map.
+M2AE_HOST_DEVICE int64_t pixelOffset(int64_t p, int64_t c, int64_t hw)
+{
+    int64_t const n = p / hw;
+    return n * c * hw + (p - n * hw);
+}
+
+//! The share of one thread: VEC columns from k0, table row t (gather), and a chunk of
+//! `channels` channels from c0. Threads past the last column are not `active`.
+struct ThreadColumns
+{
+    bool active;
+    int64_t k0;
+    int64_t t;
+    int64_t c0;
+    int64_t channels;
+
+    M2AE_HOST_DEVICE static ThreadColumns of(ThreadCoord const& id, int vec, int64_t k, int64_t c)
+    {
+        int64_t const k0 = (id.blockX * kThreads + id.thread) * vec;
+        int64_t const c0 = id.blockZ * kChannelsPerBlock;
+        return ThreadColumns{k0 < k, k0, id.blockY, c0, minIndex(c0 + kChannelsPerBlock, c) - c0};
+    }
+};
+
 //! out[t*C + c, k] for the VEC columns and the channel chunk of one thread.
 template <typename T, int VEC>
 struct GatherThread
@@ -183,56 +220,44 @@ struct GatherThread
 
     M2AE_HOST_DEVICE void operator()(ThreadCoord const& id) const
     {
-        int64_t const k0 = (id.blockX * kThreads + id.thread) * VEC;
-        if (k0 >= k)
+        ThreadColumns const cols = ThreadColumns::of(id, VEC, k, c);
+        if (!cols.active)
         {
             return;
         }
-        int64_t const t = id.blockY;
-        int64_t const c0 = id.blockZ * kChannelsPerBlock;
-        int64_t const c1 = minIndex(c0 + kChannelsPerBlock, c);
-
-        Pack<int32_t, VEC> const v = loadPack<int32_t, VEC>(table + t * k + k0);
-        T* dst = out + (t * c + c0) * k + k0;
-        // A zero column still reads something (its own output element, which this
-        // thread alone owns) so that every element is a select, not a branch: with a
-        // branch nvcc splits the vector store below into one store per element.
+        Pack<int32_t, VEC> const v = loadPack<int32_t, VEC>(table + cols.t * k + cols.k0);
         T const* src[VEC];
         int64_t stride[VEC];
-        bool isZero[VEC];
         M2AE_UNROLL
         for (int j = 0; j < VEC; ++j)
         {
             int32_t const vj = v.v[j];
-            isZero[j] = vj == -1;
             if (vj >= 0)
             {
-                src[j] = tokens + vj + c0 * kt;
+                src[j] = tokens + vj + cols.c0 * kt;
                 stride[j] = kt;
             }
             else if (vj == -1)
             {
-                src[j] = dst + j;
-                stride[j] = k;
+                src[j] = nullptr;
+                stride[j] = 0;
             }
             else
             {
-                int64_t const p = -2 - static_cast<int64_t>(vj);
-                int64_t const n = p / hw;
-                src[j] = dense + n * c * hw + (p - n * hw) + c0 * hw;
+                src[j] = dense + pixelOffset(-2 - static_cast<int64_t>(vj), c, hw) + cols.c0 * hw;
                 stride[j] = hw;
             }
         }
 
+        T* dst = out + (cols.t * c + cols.c0) * k + cols.k0;
         M2AE_UNROLL_BY_4
-        for (int64_t ch = 0; ch < c1 - c0; ++ch)
+        for (int64_t ch = 0; ch < cols.channels; ++ch)
         {
             Pack<T, VEC> o;
             M2AE_UNROLL
             for (int j = 0; j < VEC; ++j)
             {
-                T const loaded = src[j][ch * stride[j]];
-                o.v[j] = isZero[j] ? zeroValue<T>() : loaded;
+                o.v[j] = src[j] != nullptr ? loadReadOnly(src[j] + ch * stride[j]) : zeroValue<T>();
             }
             storePack(dst + ch * k, o);
         }
@@ -254,27 +279,23 @@ struct ScatterThread
 
     M2AE_HOST_DEVICE void operator()(ThreadCoord const& id) const
     {
-        int64_t const k0 = (id.blockX * kThreads + id.thread) * VEC;
-        if (k0 >= k)
+        ThreadColumns const cols = ThreadColumns::of(id, VEC, k, c);
+        if (!cols.active)
         {
             return;
         }
-        int64_t const c0 = id.blockZ * kChannelsPerBlock;
-        int64_t const c1 = minIndex(c0 + kChannelsPerBlock, c);
 
-        Pack<int32_t, VEC> const p = loadPack<int32_t, VEC>(index + k0);
+        Pack<int32_t, VEC> const p = loadPack<int32_t, VEC>(index + cols.k0);
         T* dst[VEC];
         M2AE_UNROLL
         for (int j = 0; j < VEC; ++j)
         {
-            int64_t const pj = p.v[j];
-            int64_t const n = pj / hw;
-            dst[j] = out + n * c * hw + (pj - n * hw) + c0 * hw;
+            dst[j] = out + pixelOffset(p.v[j], c, hw) + cols.c0 * hw;
         }
 
-        T const* src = values + c0 * k + k0;
+        T const* src = values + cols.c0 * k + cols.k0;
         M2AE_UNROLL_BY_4
-        for (int64_t ch = 0; ch < c1 - c0; ++ch)
+        for (int64_t ch = 0; ch < cols.channels; ++ch)
         {
             Pack<T, VEC> const val = loadPack<T, VEC>(src + ch * k);
             M2AE_UNROLL
