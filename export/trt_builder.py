@@ -398,9 +398,13 @@ def _parse_errors(parser, onnx_path: Path, plugin_path: str | None) -> UserError
     return UserError(f"TensorRT could not parse {onnx_path}: {text}{hint}")
 
 
-def _network_flags(trt: ModuleType, strongly_typed: bool) -> int:
-    # TensorRT 11 builds every network strongly typed and keeps the flag only as an ignored,
-    # deprecated value (NvInfer.h); on 10 it is what makes the build follow the ONNX's types.
+def network_flags(trt: ModuleType, strongly_typed: bool) -> int:
+    """``create_network`` flags for this TensorRT.
+
+    TensorRT 11 builds every network strongly typed and keeps the flag only as an
+    ignored, deprecated value (NvInfer.h); on 10 it is what makes the build follow the
+    ONNX's types.
+    """
     if not strongly_typed or tensorrt_major(trt.__version__) >= 11:
         return 0
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -436,7 +440,7 @@ def _build_serialized(
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt, strongly_typed))
+    network = builder.create_network(network_flags(trt, strongly_typed))
     # The parser owns the weights it imported, so it stays alive until the engine is built.
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(info.path)):

@@ -20,6 +20,7 @@ import pytest
 from op_cases import DTYPES, GATHER_CASES, SCATTER_CASES, assert_bit_equal, random_index, random_table
 
 from m2ae.errors import UserError
+from m2ae.export.trt_builder import network_flags
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP, loader
 from m2ae.trt_plugins.build import PluginBuildConfig, build_plugins
 from m2ae.trt_plugins.reference import masked_gather, masked_scatter
@@ -189,10 +190,7 @@ def run_one_op_engine(trt: ModuleType, op_type: str, inputs: dict[str, np.ndarra
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt, strongly_typed=True))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(model.SerializeToString()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

@@ -276,6 +276,11 @@ def _ensure_registered_with_python_tensorrt(library: Path) -> None:
 def load(path: str | os.PathLike | None = None) -> ctypes.CDLL:
     """Load the TensorRT plugin library and register its creators; see the module docstring."""
     library = find_library(PLUGIN_LIB_NAME, path, PLUGIN_LIB_ENV, need_tensorrt=True)
+    if importlib.util.find_spec("tensorrt") is not None:
+        # A pip wheel keeps libnvinfer in its own folder, off the loader's search path:
+        # once the tensorrt module has loaded it, the plugin's dependency on it resolves
+        # to that copy by soname.
+        importlib.import_module("tensorrt")
     lib = _dlopen(library)
     if _manifest_for(library) is None:
         _check_build_info(lib, library)
