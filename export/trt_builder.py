@@ -37,7 +37,7 @@ from m2ae.export.engine_cache import (
     validate_profile,
 )
 from m2ae.export.platform_info import PlatformInfo, detect_platform
-from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, metadata_int
 from m2ae.hashing import file_sha256
 from m2ae.trt_plugins import DOMAIN
 
@@ -107,16 +107,7 @@ class OnnxInfo:
 
     @property
     def multiple(self) -> int:
-        value = self.metadata.get("m2ae.multiple")
-        if value is None:
-            return 1
-        try:
-            multiple = int(value)
-        except ValueError:
-            raise UserError(f"{self.path}: metadata m2ae.multiple={value!r} is not an integer") from None
-        if multiple < 1:
-            raise UserError(f"{self.path}: metadata m2ae.multiple={value!r} must be positive")
-        return multiple
+        return metadata_int(self.metadata, "m2ae.multiple", 1, self.path)
 
     @property
     def precision(self) -> str | None:
@@ -125,13 +116,7 @@ class OnnxInfo:
     @property
     def min_size(self) -> int:
         """The smallest H and W the network takes (``m2ae.min_size``; 1 when not recorded)."""
-        value = self.metadata.get("m2ae.min_size")
-        if value is None:
-            return 1
-        try:
-            return max(int(value), 1)
-        except ValueError:
-            raise UserError(f"{self.path}: metadata m2ae.min_size={value!r} is not an integer") from None
+        return metadata_int(self.metadata, "m2ae.min_size", 1, self.path)
 
 
 def read_onnx_info(path: str | Path) -> OnnxInfo:

@@ -6,7 +6,25 @@ Inputs: ``image`` float32 [N,3,H,W] in [0, 1] and, for ``*_maskin_*`` exports,
 multiples of the ``m2ae.multiple`` recorded in the model's metadata.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from m2ae.errors import UserError
+
 INPUT_IMAGE = "image"
 INPUT_MASK = "mask"
 OUTPUT_RESTORED = "restored"
 OUTPUT_MASK = "blur_mask"
+
+
+def metadata_int(metadata: dict[str, str], key: str, default: int, source: Path) -> int:
+    """A positive integer entry (``m2ae.multiple``, ``m2ae.min_size``) of a model's metadata."""
+    value = metadata.get(key, str(default))
+    try:
+        number = int(value)
+    except ValueError:
+        raise UserError(f"{source}: metadata {key}={value!r} is not an integer") from None
+    if number < 1:
+        raise UserError(f"{source}: metadata {key}={value!r} must be positive")
+    return number

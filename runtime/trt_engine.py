@@ -26,7 +26,7 @@ import numpy as np
 from m2ae.errors import UserError
 from m2ae.export.engine_cache import Sidecar, format_shape, sidecar_path
 from m2ae.export.platform_info import PlatformInfo, detect_platform
-from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED, metadata_int
 from m2ae.hashing import file_sha256
 from m2ae.runtime.base import EngineOutputs
 from m2ae.runtime.checks import check_inputs
@@ -113,8 +113,8 @@ class TensorRTEngine:
             )
         self._sidecar = Sidecar.read(meta_path)
         self.metadata: dict[str, str] = dict(self._sidecar.onnx_metadata)
-        self._multiple = _metadata_int(self.metadata, "m2ae.multiple", 1, meta_path)
-        self._min_size = _metadata_int(self.metadata, "m2ae.min_size", self._multiple, meta_path)
+        self._multiple = metadata_int(self.metadata, "m2ae.multiple", 1, meta_path)
+        self._min_size = metadata_int(self.metadata, "m2ae.min_size", self._multiple, meta_path)
 
         platform = detect_platform(device=device)
         check_engine_compatible(self._sidecar, platform, self.path)
@@ -313,14 +313,3 @@ class TensorRTEngine:
         flat = cuda.pagelocked_empty(count, dtype)
         device = cuda.mem_alloc(flat.nbytes)
         return _Buffer(flat=flat, device=device, address=int(device), host=flat)
-
-
-def _metadata_int(metadata: dict[str, str], key: str, default: int, source: Path) -> int:
-    value = metadata.get(key, str(default))
-    try:
-        number = int(value)
-    except ValueError:
-        raise UserError(f"{source}: onnx_metadata {key}={value!r} is not an integer") from None
-    if number < 1:
-        raise UserError(f"{source}: onnx_metadata {key}={value!r} must be positive")
-    return number
