@@ -26,6 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Mapping
 
 from m2ae.errors import UserError
@@ -248,16 +249,14 @@ def _check_build_info(lib: ctypes.CDLL, library: Path) -> None:
     check_manifest(manifest, library, need_tensorrt=True)
 
 
-def _ensure_registered_with_python_tensorrt(library: Path) -> None:
+def _ensure_registered_with_python_tensorrt(library: Path, tensorrt: ModuleType) -> None:
     """Make the creators visible to the ``tensorrt`` module's registry.
 
     The library's static registrar fills the registry of the libnvinfer it was linked
     against. When TensorRT's Python package carries its own copy (a pip wheel next to
     a system install), that is another registry: hand the library to it explicitly.
     """
-    if importlib.util.find_spec("tensorrt") is None:
-        return
-    registry = importlib.import_module("tensorrt").get_plugin_registry()
+    registry = tensorrt.get_plugin_registry()
     from m2ae.trt_plugins import GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
     get_creator = getattr(registry, "get_creator", None)
@@ -276,15 +275,15 @@ def _ensure_registered_with_python_tensorrt(library: Path) -> None:
 def load(path: str | os.PathLike | None = None) -> ctypes.CDLL:
     """Load the TensorRT plugin library and register its creators; see the module docstring."""
     library = find_library(PLUGIN_LIB_NAME, path, PLUGIN_LIB_ENV, need_tensorrt=True)
-    if importlib.util.find_spec("tensorrt") is not None:
-        # A pip wheel keeps libnvinfer in its own folder, off the loader's search path:
-        # once the tensorrt module has loaded it, the plugin's dependency on it resolves
-        # to that copy by soname.
-        importlib.import_module("tensorrt")
+    # A pip wheel keeps libnvinfer in its own folder, off the loader's search path: once
+    # the tensorrt module has loaded it, the plugin's dependency on it resolves to that
+    # copy by soname.
+    tensorrt = importlib.import_module("tensorrt") if importlib.util.find_spec("tensorrt") is not None else None
     lib = _dlopen(library)
     if _manifest_for(library) is None:
         _check_build_info(lib, library)
-    _ensure_registered_with_python_tensorrt(library)
+    if tensorrt is not None:
+        _ensure_registered_with_python_tensorrt(library, tensorrt)
     return lib
 
 
