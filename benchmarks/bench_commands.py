@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from m2ae.export.commands import add_pruning_options, pruning_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -24,7 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime and torch")
     parser.add_argument("--models", type=Path, default=None,
                         help="folder of exported models to reuse or fill (default: OUT/models)")
+    parser.add_argument("--masks", default="blob", choices=("blob", "predicted"),
+                        help="blob: a seeded blob mask per --blur ratio (default); predicted: the masks the model "
+                        "predicts on --images held-out synthetic images per size (--blur unused)")
+    parser.add_argument("--images", type=int, default=4, help="held-out images per size for --masks predicted")
     parser.add_argument("--seed", type=int, default=0, help="seed of the blob masks and the input image")
+    add_pruning_options(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -34,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from m2ae.benchmarks.latency import (
         BenchConfig,
+        break_even_lines,
         format_table,
         parse_blur,
         parse_names,
@@ -54,12 +62,17 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         models_dir=args.models,
         seed=args.seed,
+        masks=args.masks,
+        predicted_images=args.images,
+        pruning=pruning_config(args),
         plots=not args.no_plots,
         progress=not args.no_progress,
     )
     report = run_benchmark(config)
     if report.records:
         print(format_table(report.records))
+        for line in break_even_lines(report.records):
+            print(line)
     else:
         print("nothing was measured (every requested backend was skipped)")
     print(f"results: {report.results_json}, {report.results_csv}; machine: {report.machine_json}")

@@ -4,20 +4,23 @@
 the device-to-device copy bandwidth (cudaMemcpy of a large buffer: the practical
 ceiling) and the bandwidth the two kernels achieve, as the bytes they must move
 divided by their time (CUDA events, warm-up, then a fixed number of iterations), for
-C in {16, 32, 64}, K in {1e5, 1e6, 1e7}, float16 and float32, and prints a table with
-each as a percentage of the copy bandwidth.
+C in {16, 32, 64}, float16 and float32, and a number of tiles B chosen so each call
+moves about 1e6, 1e7 and 1e8 bytes; it prints a table with each as a percentage of the
+copy bandwidth.
 
-Workloads mimic one pruned 3x3 block at a 50% blur ratio, one tap (T = 1; the T rows
-of a 3x3 gather are independent copies of this): the gather reads half its columns
-from tokens and half from dense pixels, in ascending order as NonZero yields them;
-the scatter writes (in place, as when TensorRT aliases base and output) every other
-pixel of a map twice as large as K. "Bytes moved" counts each index once, each value
-read once and written once: the minimum traffic; strided dense accesses cost more.
+Workloads mimic one pruned block at a 50% blur ratio with 16-pixel tiles and a 2-pixel
+halo: one image whose tile grid holds 2B cells, B of them selected (every other cell,
+in ascending order as NonZero yields them). The gather cuts the B windows out of it;
+the scatter writes B tiles back in place, as when TensorRT aliases base and output.
+"Bytes moved" counts each tile id once and each window (gather) or tile (scatter)
+element read once and written once: halo pixels count for every window that reads
+them, and strided or partial-sector accesses cost more than this minimum.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -25,15 +28,20 @@ from typing import Any, Callable, Sequence
 from m2ae.errors import UserError
 
 DEFAULT_CHANNELS = (16, 32, 64)
-DEFAULT_TOKENS = (100_000, 1_000_000, 10_000_000)
+DEFAULT_BYTES = (1_000_000, 10_000_000, 100_000_000)
+DEFAULT_TILE = 16
+DEFAULT_HALO = 2
 COPY_BYTES = 512 * 1024 * 1024
+TILE_ID_BYTES = 4
 
 
 @dataclass(frozen=True)
 class BandwidthConfig:
     channels: tuple[int, ...] = DEFAULT_CHANNELS
-    tokens: tuple[int, ...] = DEFAULT_TOKENS
+    target_bytes: tuple[int, ...] = DEFAULT_BYTES
     dtypes: tuple[str, ...] = ("float16", "float32")
+    tile: int = DEFAULT_TILE
+    halo: int = DEFAULT_HALO
     warmup: int = 3
     iters: int = 20
     kernels_lib: str | None = None  # default: loader.load_kernels() search
@@ -44,13 +52,29 @@ class BandwidthRow:
     op: str
     dtype: str
     channels: int
-    tokens: int
+    tiles: int
     milliseconds: float | None  # None: skipped, too large for free GPU memory
     bytes_moved: int
 
     @property
     def gigabytes_per_second(self) -> float | None:
         return None if self.milliseconds is None else self.bytes_moved / (self.milliseconds * 1e-3) / 1e9
+
+
+def bytes_moved(tiles: int, channels: int, pixels: int, itemsize: int) -> int:
+    """Tile ids read once, ``pixels`` elements per tile and channel read once and written once."""
+    return tiles * (TILE_ID_BYTES + 2 * channels * pixels * itemsize)
+
+
+def tiles_for(target_bytes: int, channels: int, pixels: int, itemsize: int) -> int:
+    """The number of tiles whose call moves about ``target_bytes``, at least one."""
+    return max(1, round(target_bytes / bytes_moved(1, channels, pixels, itemsize)))
+
+
+def map_shape(tiles: int, tile: int) -> tuple[int, int]:
+    """(H, W) of one image whose tile grid has at least ``2 * tiles`` cells, nearly square."""
+    cols = math.ceil(math.sqrt(2 * tiles))
+    return math.ceil(2 * tiles / cols) * tile, cols * tile
 
 
 def _time_ms(torch: Any, run: Callable[[], None], warmup: int, iters: int) -> float:
@@ -78,39 +102,56 @@ def _fits(torch: Any, needed: int) -> bool:
     return needed < 0.8 * free
 
 
-def gather_row(torch: Any, kernels: Any, dtype: str, c: int, k: int, config: BandwidthConfig) -> BandwidthRow:
+def _element(torch: Any, dtype: str) -> tuple[Any, int]:
     tdtype = getattr(torch, dtype)
-    size = torch.tensor([], dtype=tdtype).element_size()
-    kt = (k + 1) // 2
-    bytes_moved = k * 4 + 2 * c * k * size
-    if not _fits(torch, (c * k + c * k + c * kt) * size + k * 4):
-        return BandwidthRow("gather", dtype, c, k, None, bytes_moved)
-    dense = torch.randn((1, c, 1, k), device="cuda").to(tdtype)
-    tokens = torch.randn((c, kt), device="cuda").to(tdtype)
-    cols = torch.arange(k, device="cuda", dtype=torch.int64)
-    table = torch.where(cols % 2 == 1, cols // 2, -2 - cols).to(torch.int32).reshape(1, k)
-    out = torch.empty((c, k), dtype=tdtype, device="cuda")
-    stream = torch.cuda.current_stream().cuda_stream
-    ms = _time_ms(torch, lambda: kernels.gather(out, dense, tokens, table, stream), config.warmup, config.iters)
-    return BandwidthRow("gather", dtype, c, k, ms, bytes_moved)
+    return tdtype, torch.tensor([], dtype=tdtype).element_size()
 
 
-def scatter_row(torch: Any, kernels: Any, dtype: str, c: int, k: int, config: BandwidthConfig) -> BandwidthRow:
-    tdtype = getattr(torch, dtype)
-    size = torch.tensor([], dtype=tdtype).element_size()
-    bytes_moved = k * 4 + 2 * c * k * size
-    if not _fits(torch, (2 * c * k + c * k) * size + k * 4):
-        return BandwidthRow("scatter", dtype, c, k, None, bytes_moved)
-    base = torch.randn((1, c, 1, 2 * k), device="cuda").to(tdtype)
-    values = torch.randn((c, k), device="cuda").to(tdtype)
-    index = (2 * torch.arange(k, device="cuda", dtype=torch.int64)).to(torch.int32)
+def _fits_map(torch: Any, c: int, tiles: int, pixels: int, itemsize: int, tile: int) -> bool:
+    """Whether the map, the [B, C, pixels] windows or tiles and the ids fit in free GPU memory."""
+    h, w = map_shape(tiles, tile)
+    return _fits(torch, (c * h * w + tiles * c * pixels) * itemsize + tiles * TILE_ID_BYTES)
+
+
+def _selected_map(torch: Any, tdtype: Any, c: int, tiles: int, tile: int) -> tuple[Any, Any]:
+    """One image whose tile grid has 2B cells, and the ids of every other cell in ascending order."""
+    h, w = map_shape(tiles, tile)
+    dense = torch.randn((1, c, h, w), device="cuda").to(tdtype)
+    ids = (2 * torch.arange(tiles, device="cuda", dtype=torch.int64)).to(torch.int32)
+    return dense, ids
+
+
+def gather_row(torch: Any, kernels: Any, dtype: str, c: int, target: int, config: BandwidthConfig) -> BandwidthRow:
+    tdtype, itemsize = _element(torch, dtype)
+    size = config.tile + 2 * config.halo
+    b = tiles_for(target, c, size * size, itemsize)
+    moved = bytes_moved(b, c, size * size, itemsize)
+    if not _fits_map(torch, c, b, size * size, itemsize, config.tile):
+        return BandwidthRow("gather", dtype, c, b, None, moved)
+    dense, tiles = _selected_map(torch, tdtype, c, b, config.tile)
+    out = torch.empty((b, c, size, size), dtype=tdtype, device="cuda")
     stream = torch.cuda.current_stream().cuda_stream
-    ms = _time_ms(torch, lambda: kernels.scatter(base, base, values, index, 0, stream), config.warmup, config.iters)
-    return BandwidthRow("scatter", dtype, c, k, ms, bytes_moved)
+    ms = _time_ms(torch, lambda: kernels.gather(out, dense, tiles, config.tile, config.halo, stream),
+                  config.warmup, config.iters)
+    return BandwidthRow("gather", dtype, c, b, ms, moved)
+
+
+def scatter_row(torch: Any, kernels: Any, dtype: str, c: int, target: int, config: BandwidthConfig) -> BandwidthRow:
+    tdtype, itemsize = _element(torch, dtype)
+    pixels = config.tile * config.tile
+    b = tiles_for(target, c, pixels, itemsize)
+    moved = bytes_moved(b, c, pixels, itemsize)
+    if not _fits_map(torch, c, b, pixels, itemsize, config.tile):
+        return BandwidthRow("scatter", dtype, c, b, None, moved)
+    base, tiles = _selected_map(torch, tdtype, c, b, config.tile)
+    values = torch.randn((b, c, config.tile, config.tile), device="cuda").to(tdtype)
+    stream = torch.cuda.current_stream().cuda_stream
+    ms = _time_ms(torch, lambda: kernels.scatter(base, base, values, tiles, stream), config.warmup, config.iters)
+    return BandwidthRow("scatter", dtype, c, b, ms, moved)
 
 
 def run(config: BandwidthConfig) -> tuple[float, list[BandwidthRow]]:
-    """Copy bandwidth (GB/s) and one row per op, dtype, C and K. UserError without a GPU."""
+    """Copy bandwidth (GB/s) and one row per op, dtype, C and size. UserError without a GPU."""
     try:
         import torch
     except ImportError:
@@ -124,25 +165,25 @@ def run(config: BandwidthConfig) -> tuple[float, list[BandwidthRow]]:
     rows = []
     for dtype in config.dtypes:
         for c in config.channels:
-            for k in config.tokens:
-                rows.append(gather_row(torch, kernels, dtype, c, k, config))
-                rows.append(scatter_row(torch, kernels, dtype, c, k, config))
+            for target in config.target_bytes:
+                rows.append(gather_row(torch, kernels, dtype, c, target, config))
+                rows.append(scatter_row(torch, kernels, dtype, c, target, config))
                 torch.cuda.empty_cache()
     return copy, rows
 
 
-def format_table(device_name: str, copy: float, rows: Sequence[BandwidthRow]) -> str:
-    lines = [f"{device_name}: device-to-device copy {copy:.1f} GB/s",
-             f"{'op':<8} {'dtype':<8} {'C':>3} {'K':>9} {'ms':>9} {'GB/s':>8} {'% copy':>7}"]
+def format_table(device_name: str, copy: float, rows: Sequence[BandwidthRow], config: BandwidthConfig) -> str:
+    lines = [f"{device_name}: device-to-device copy {copy:.1f} GB/s; tile {config.tile}, halo {config.halo}",
+             f"{'op':<8} {'dtype':<8} {'C':>3} {'B':>7} {'MB':>8} {'ms':>9} {'GB/s':>8} {'% copy':>7}"]
     for row in rows:
         if row.milliseconds is None:
-            lines.append(f"{row.op:<8} {row.dtype:<8} {row.channels:>3} {row.tokens:>9}  "
+            lines.append(f"{row.op:<8} {row.dtype:<8} {row.channels:>3} {row.tiles:>7}  "
                          "skipped: too large for the free GPU memory")
             continue
         gbps = row.gigabytes_per_second
         assert gbps is not None
-        lines.append(f"{row.op:<8} {row.dtype:<8} {row.channels:>3} {row.tokens:>9} {row.milliseconds:>9.3f} "
-                     f"{gbps:>8.1f} {100 * gbps / copy:>6.1f}%")
+        lines.append(f"{row.op:<8} {row.dtype:<8} {row.channels:>3} {row.tiles:>7} {row.bytes_moved / 1e6:>8.1f} "
+                     f"{row.milliseconds:>9.3f} {gbps:>8.1f} {100 * gbps / copy:>6.1f}%")
     return "\n".join(lines)
 
 
@@ -157,7 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m m2ae.benchmarks.kernel_bandwidth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--channels", type=_int_list, default=DEFAULT_CHANNELS, help="C values, e.g. 16,32,64")
-    parser.add_argument("--tokens", type=_int_list, default=DEFAULT_TOKENS, help="K values, e.g. 1e5,1e6,1e7")
+    parser.add_argument("--bytes", type=_int_list, default=DEFAULT_BYTES,
+                        help="bytes one call should move (sets B), e.g. 1e6,1e7,1e8")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE)
+    parser.add_argument("--halo", type=int, default=DEFAULT_HALO)
     parser.add_argument("--dtypes", default="float16,float32", help="float16 and/or float32")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=20)
@@ -167,8 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtypes = tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
     if not dtypes or any(d not in ("float16", "float32") for d in dtypes):
         parser.error(f"--dtypes {args.dtypes!r}: expected float16 and/or float32")
-    config = BandwidthConfig(channels=args.channels, tokens=args.tokens, dtypes=dtypes, warmup=args.warmup,
-                             iters=args.iters, kernels_lib=args.kernels_lib)
+    if args.tile < 1 or args.halo < 0:
+        parser.error(f"--tile {args.tile} --halo {args.halo}: expected tile >= 1 and halo >= 0")
+    config = BandwidthConfig(channels=args.channels, target_bytes=args.bytes, dtypes=dtypes, tile=args.tile,
+                             halo=args.halo, warmup=args.warmup, iters=args.iters, kernels_lib=args.kernels_lib)
     try:
         copy, rows = run(config)
     except UserError as exc:
@@ -176,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
-    print(format_table(torch.cuda.get_device_name(), copy, rows))
+    print(format_table(torch.cuda.get_device_name(), copy, rows, config))
     return 0
 
 

@@ -1,8 +1,10 @@
 """``run_benchmark``: latency of every backend x variant x precision over blur ratios and sizes.
 
-The blur ratio is forced through the ``mask`` input of the ``*_maskin_*`` exports (a
-seeded ``blob_mask``), so each ratio costs what the pruned network does for that much
-blur, whatever the weights predict. Each measurement is a warm-up followed by a fixed
+The mask goes in through the ``mask`` input of the ``*_maskin_*`` exports: a seeded
+``blob_mask`` per requested blur ratio (so each ratio costs what the pruned network does
+for that much blur, whatever the weights predict), or with ``masks="predicted"`` the
+masks the model predicts on held-out synthetic images. Each record also gives the tile
+occupancy (share of active scale-0 tiles), what the tiled body's cost follows. Each measurement is a warm-up followed by a fixed
 number of timed runs (CUDA events on a GPU, ``perf_counter`` on the CPU), reported as
 p50/p90/p99/mean latency and throughput, beside the MACs counted from the graph
 (``macs.count_macs``). Results go to ``results.json`` (a list of records),
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import json
 import time
@@ -27,6 +30,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnx
+import torch
 from tqdm import tqdm
 
 from m2ae.atomic import write_text
@@ -35,12 +39,14 @@ from m2ae.benchmarks.masks import blob_mask
 from m2ae.benchmarks.sysinfo import PowerSampler, machine_info
 from m2ae.errors import UserError
 from m2ae.export.onnx_export import PRECISIONS, VARIANTS, model_filename
+from m2ae.export.pruned import PruningConfig, tile_occupancy
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK
 
 BACKENDS = ("torch", "onnx", "trt")
 #: torch runs the checkpoint itself: "plugin" means its pruned forward
 TORCH_VARIANTS = ("dense", "plugin")
 DEFAULT_BLUR = (0.0, 5.0, 10.0, 25.0, 50.0, 100.0)
+MASK_SOURCES = ("blob", "predicted")
 Size = tuple[int, int]
 
 
@@ -94,6 +100,14 @@ class BenchConfig:
     #: exported models to reuse or write; default: ``out / "models"``
     models_dir: Path | None = None
     seed: int = 0
+    #: "blob": a seeded blob mask per blur ratio over one noise image; "predicted": the
+    #: held-out synthetic images with the masks the model predicts for them (``blur`` unused)
+    masks: str = "blob"
+    #: held-out images per size for ``masks="predicted"``
+    predicted_images: int = 4
+    #: tiling and dense switch of the pruned exports; ``dense_above=1`` times the tiled
+    #: body at every blur ratio, which is how its break-even with dense is measured
+    pruning: PruningConfig = PruningConfig()
     progress: bool = True
     plots: bool = True
 
@@ -112,6 +126,10 @@ class BenchConfig:
             raise UserError(f"--warmup {self.warmup}: must be 0 or more")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads {self.threads}: must be 1 or more")
+        if self.masks not in MASK_SOURCES:
+            raise UserError(f"--masks {self.masks!r}: choose one of {', '.join(MASK_SOURCES)}")
+        if self.predicted_images < 1:
+            raise UserError(f"--images {self.predicted_images}: must be 1 or more")
 
     @property
     def models_path(self) -> Path:
@@ -126,6 +144,8 @@ class BenchRecord:
     #: requested blur ratio (percent) and the fraction the mask really covers (percent)
     blur: float
     blur_measured: float
+    #: share of scale-0 tiles holding a masked pixel (what the tiled body's cost follows), percent
+    occupancy: float
     height: int
     width: int
     p50_ms: float
@@ -222,32 +242,45 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 # ---------------------------------------------------------------- models
 
 
-def _onnx_sha(path: Path) -> str | None:
+def _export_key(path: Path) -> tuple[str | None, str | None, str | None]:
+    """(checkpoint sha256, tiles, dense_above) an exported file was made with."""
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception:  # noqa: BLE001 (a damaged file is simply re-exported)
-        return None
-    return {p.key: p.value for p in model.metadata_props}.get("m2ae.checkpoint_sha256")
+        return None, None, None
+    metadata = {p.key: p.value for p in model.metadata_props}
+    return tuple(metadata.get(f"m2ae.{key}") for key in ("checkpoint_sha256", "tiles", "dense_above"))  # type: ignore[return-value]
 
 
 def ensure_models(
-    checkpoint: str, sha256: str, folder: Path, wanted: set[tuple[str, str]], progress: bool
+    checkpoint: str, sha256: str, folder: Path, wanted: set[tuple[str, str]], progress: bool,
+    pruning: PruningConfig = PruningConfig(),
 ) -> dict[tuple[str, str], Path]:
     """Mask-input ONNX files for every (variant, precision) in ``wanted``.
 
     Files already in ``folder`` that were exported from the same checkpoint (by sha256)
-    are reused; the rest are exported there.
+    with the same tiling and dense switch are reused; the rest are exported there.
     """
     from m2ae.export.onnx_export import ExportConfig, export_models
 
     paths = {key: folder / model_filename(key[0], key[1], True) for key in wanted}
-    missing = {key for key, path in paths.items() if not (path.is_file() and _onnx_sha(path) == sha256)}
+
+    def current(variant: str, path: Path) -> bool:
+        if not path.is_file():
+            return False
+        found_sha, tiles, dense_above = _export_key(path)
+        if variant == "dense":
+            return found_sha == sha256
+        return found_sha == sha256 and dense_above == repr(pruning.dense_above) and tiles is not None and \
+            tiles.split(",")[0] == str(pruning.tile(0))
+
+    missing = {key for key, path in paths.items() if not current(key[0], path)}
     if missing:
         # Pure functions of the checkpoint: re-exporting a few present ones costs nothing but time.
         variants = tuple(v for v in VARIANTS if any(key[0] == v for key in missing))
         precisions = tuple(p for p in PRECISIONS if any(key[1] == p for key in missing))
         export_models(ExportConfig(checkpoint=checkpoint, out=folder, variants=variants, precisions=precisions,
-                                   mask_input=True, progress=progress))
+                                   mask_input=True, pruning=pruning, progress=progress))
     return paths
 
 
@@ -271,6 +304,35 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One timed input: an image, its mask, and the blur ratio it stands for (percent)."""
+
+    size: Size
+    blur: float
+    image: np.ndarray
+    mask: np.ndarray
+
+
+def _cases(config: BenchConfig, sizes: list[Size], model: torch.nn.Module) -> list[_Case]:
+    """Blob masks per requested ratio, or the model's own masks on held-out images."""
+    if config.masks == "blob":
+        rng = np.random.default_rng(config.seed)
+        images = {size: rng.random((1, 3, *size), dtype=np.float32) for size in sizes}
+        return [_Case(size, b, images[size], blob_mask(*size, b / 100.0, config.seed))
+                for size in sizes for b in config.blur]
+    from m2ae.model.data.synthetic import heldout_set
+
+    cases = []
+    with torch.no_grad():
+        for size in sizes:
+            for sample in heldout_set(config.predicted_images, size):
+                image = sample["blurred"][None]
+                mask = model(image).mask.numpy()
+                cases.append(_Case(size, round(float(mask.mean()) * 100.0, 4), image.numpy(), mask))
+    return cases
 
 
 @dataclass(frozen=True)
@@ -332,7 +394,7 @@ class _Engines:
 
             device = "cuda" if _cuda_available() else "cpu"
             engine = TorchEngine(self.config.checkpoint, pruned=job.variant == "plugin", mask_input=True,
-                                 device=device)
+                                 device=device, pruning=self.config.pruning)
             return engine, device
         return self._open_trt(job), "cuda"
 
@@ -368,23 +430,22 @@ def run_benchmark(config: BenchConfig) -> BenchReport:
     needed |= {(j.variant, "fp32") for j in jobs}  # MACs are counted on the fp32 graphs
     models = {}
     if needed:
-        models = ensure_models(config.checkpoint, loaded.sha256, config.models_path, needed, config.progress)
+        models = ensure_models(config.checkpoint, loaded.sha256, config.models_path, needed, config.progress,
+                               config.pruning)
     machine = machine_info()
     engines = _Engines(config, models, sizes)
-    macs_cache: dict[tuple[str, Size, float], int] = {}
-    rng = np.random.default_rng(config.seed)
-    images = {size: rng.random((1, 3, *size), dtype=np.float32) for size in sizes}
-    masks = {(size, b): blob_mask(*size, b / 100.0, config.seed) for size in sizes for b in config.blur}
-
-    def macs(variant: str, size: Size, blur: float) -> int:
-        key = (variant, size, blur)
-        if key not in macs_cache:
-            feeds = {INPUT_IMAGE: images[size], INPUT_MASK: masks[(size, blur)]}
-            macs_cache[key] = count_macs(models[(variant, "fp32")], feeds, threads=config.threads)
-        return macs_cache[key]
+    cases = _cases(config, sizes, loaded.model)
+    # MACs first: counting runs sessions of its own, which must be gone before any timing.
+    macs = {
+        (variant, i): count_macs(models[(variant, "fp32")], {INPUT_IMAGE: case.image, INPUT_MASK: case.mask},
+                                 threads=config.threads)
+        for variant in {j.variant for j in jobs} for i, case in enumerate(cases)
+    }
+    tile = config.pruning.tile(0)
+    occupancy = [round(float(tile_occupancy(torch.from_numpy(case.mask), tile)) * 100.0, 4) for case in cases]
 
     records: list[BenchRecord] = []
-    bar = tqdm(total=len(jobs) * len(sizes) * len(config.blur), unit="run", disable=not config.progress or not jobs)
+    bar = tqdm(total=len(jobs) * len(cases), unit="run", disable=not config.progress or not jobs)
     for job in jobs:
         bar.set_description(f"{job.backend}/{job.variant}/{job.precision}")
         try:
@@ -393,7 +454,7 @@ def run_benchmark(config: BenchConfig) -> BenchReport:
             line = f"{job.backend}/{job.variant}/{job.precision}: skipped: {exc}"
             notes.append(line)
             tqdm.write(line)
-            bar.update(len(sizes) * len(config.blur))
+            bar.update(len(cases))
             continue
         with contextlib.ExitStack() as stack:
             if hasattr(engine, "close"):
@@ -406,22 +467,24 @@ def run_benchmark(config: BenchConfig) -> BenchReport:
                 threads = config.threads
             elif job.backend == "torch" and on_cpu:
                 threads = stack.enter_context(torch_threads(config.threads))
-            for size in sizes:
-                for blur in config.blur:
-                    bar.set_postfix_str(f"{size[0]}x{size[1]} blur {blur:g}%")
-                    image, mask = images[size], masks[(size, blur)]
-                    with PowerSampler(enabled=bool(machine["is_jetson"])) as power:
-                        timing = time_calls(lambda: engine.infer(image, mask), config.iters, config.warmup,
-                                            cuda_events=cuda_events)
-                    records.append(BenchRecord(
-                        backend=job.backend, variant=job.variant, precision=job.precision, blur=blur,
-                        blur_measured=round(float(mask.mean()) * 100.0, 4), height=size[0], width=size[1],
-                        p50_ms=timing.percentile(50), p90_ms=timing.percentile(90), p99_ms=timing.percentile(99),
-                        mean_ms=timing.mean, throughput_ips=1e3 / timing.mean,
-                        macs=macs(job.variant, size, blur), iters=config.iters, warmup=config.warmup,
-                        threads=threads, device=device, timer=timing.timer, power_mw=power.mean_mw,
-                    ))
-                    bar.update(1)
+            for i, case in enumerate(cases):
+                bar.set_postfix_str(f"{case.size[0]}x{case.size[1]} blur {case.blur:g}%")
+                image, mask = case.image, case.mask
+                with PowerSampler(enabled=bool(machine["is_jetson"])) as power:
+                    timing = time_calls(lambda: engine.infer(image, mask), config.iters, config.warmup,
+                                        cuda_events=cuda_events)
+                records.append(BenchRecord(
+                    backend=job.backend, variant=job.variant, precision=job.precision, blur=case.blur,
+                    blur_measured=round(float(mask.mean()) * 100.0, 4), occupancy=occupancy[i],
+                    height=case.size[0], width=case.size[1],
+                    p50_ms=timing.percentile(50), p90_ms=timing.percentile(90), p99_ms=timing.percentile(99),
+                    mean_ms=timing.mean, throughput_ips=1e3 / timing.mean,
+                    macs=macs[(job.variant, i)], iters=config.iters, warmup=config.warmup,
+                    threads=threads, device=device, timer=timing.timer, power_mw=power.mean_mw,
+                ))
+                bar.update(1)
+        # The closed session's spinning workers must be gone before the next measurement.
+        gc.collect()
     bar.close()
     add_speedups(records)
     return _write_outputs(config, records, notes, machine)
@@ -466,13 +529,42 @@ def _write_outputs(config: BenchConfig, records: list[BenchRecord], notes: list[
     return BenchReport(records, notes, machine, results_json, results_csv, machine_json, plots)
 
 
+def break_even_lines(records: list[BenchRecord]) -> list[str]:
+    """Per pruned series: the tile occupancy where its latency meets dense (linear between
+    the two measured points around the crossing), the value ``--dense-above`` should take.
+
+    Meaningful for a sweep exported with ``--dense-above 1`` (no switch to dense) whose
+    blur ratios bracket the crossing.
+    """
+    series: dict[tuple[str, str, str, int, int], list[BenchRecord]] = {}
+    for r in records:
+        if r.variant != "dense" and r.speedup_vs_dense is not None and r.occupancy > 0:
+            series.setdefault((r.backend, r.variant, r.precision, r.height, r.width), []).append(r)
+    lines = []
+    for (backend, variant, precision, height, width), points in series.items():
+        points.sort(key=lambda r: r.occupancy)
+        name = f"{backend}/{variant}/{precision} {height}x{width}"
+        for low, high in zip(points, points[1:]):
+            if low.speedup_vs_dense > 1.0 >= high.speedup_vs_dense:  # type: ignore[operator]
+                t = (low.speedup_vs_dense - 1.0) / (low.speedup_vs_dense - high.speedup_vs_dense)  # type: ignore[operator]
+                crossing = low.occupancy + t * (high.occupancy - low.occupancy)
+                lines.append(f"{name}: the tiled body meets dense at {crossing:.0f}% tile occupancy "
+                             f"(--dense-above {crossing / 100:.2f})")
+                break
+        else:
+            faster = all(r.speedup_vs_dense > 1.0 for r in points)  # type: ignore[operator]
+            lines.append(f"{name}: {'faster' if faster else 'not faster'} than dense at every measured occupancy "
+                         f"({points[0].occupancy:.0f}-{points[-1].occupancy:.0f}%)")
+    return lines
+
+
 def format_table(records: list[BenchRecord]) -> str:
     """The compact end-of-run table: one row per record."""
-    header = ("backend", "variant", "precision", "size", "blur%", "p50 ms", "speed-up", "GMACs")
+    header = ("backend", "variant", "precision", "size", "blur%", "tiles%", "p50 ms", "vs dense", "GMACs")
     rows = [header]
     for r in records:
-        speedup = f"{r.speedup_vs_dense:.2f}x" if r.speedup_vs_dense is not None else "-"
+        ratio = f"{1 / r.speedup_vs_dense:.3f}" if r.speedup_vs_dense else "-"
         rows.append((r.backend, r.variant, r.precision, f"{r.height}x{r.width}", f"{r.blur:g}",
-                     f"{r.p50_ms:.2f}", speedup, f"{r.macs / 1e9:.3f}"))
+                     f"{r.occupancy:.1f}", f"{r.p50_ms:.2f}", ratio, f"{r.macs / 1e9:.3f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows)

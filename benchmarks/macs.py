@@ -12,7 +12,9 @@ those runtime shapes:
 * Gemm:          M * K * N                                          (= |output| * K)
 
 Only these four ops are counted (bias adds, activations, pooling, resizes, the gathers
-and scatters are memory traffic, not MACs); nodes inside subgraphs (If/Loop) are not.
+and scatters are memory traffic, not MACs). ``If`` nodes are first replaced by the
+branch they take on these feeds (``take_branches``), so a pruned graph counts the body
+it actually runs: none for an all-sharp frame, the tiled or the dense body otherwise.
 One MAC is one multiply plus one add; FLOPs are about 2 * MACs.
 """
 
@@ -35,8 +37,7 @@ def count_macs(
     from m2ae.trt_plugins.ort_ops import make_session
 
     source = onnx.load(model) if not isinstance(model, onnx.ModelProto) else model
-    probed = onnx.ModelProto()
-    probed.CopyFrom(source)
+    probed = take_branches(source, feeds, threads)
     graph = probed.graph
     known = {init.name: tuple(init.dims) for init in graph.initializer}
     known |= {name: tuple(np.shape(value)) for name, value in feeds.items()}
@@ -62,6 +63,46 @@ def count_macs(
     shapes = dict(known)
     shapes.update({name: tuple(np.shape(value)) for name, value in zip(probe, values)})
     return sum(node_macs(node, shapes) for node in counted)
+
+
+def take_branches(
+    model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], threads: int | None = None
+) -> onnx.ModelProto:
+    """A copy of ``model`` with every top-level ``If`` replaced by the branch it takes on ``feeds``.
+
+    Branch nodes read the enclosing graph's tensors by name, so a taken branch inlines
+    as it is; its output is renamed to the ``If``'s. Nested ``If`` nodes surface at the
+    top level once their parent is inlined and are resolved in the next round.
+    """
+    from m2ae.trt_plugins.ort_ops import make_session
+
+    resolved = onnx.ModelProto()
+    resolved.CopyFrom(model)
+    graph = resolved.graph
+    while True:
+        conditionals = [node for node in graph.node if node.op_type == "If"]
+        if not conditionals:
+            return resolved
+        probe = onnx.ModelProto()
+        probe.CopyFrom(resolved)
+        del probe.graph.output[:]
+        probe.graph.output.extend(onnx.ValueInfoProto(name=node.input[0]) for node in conditionals)
+        taken = make_session(probe, threads=threads).run(None, dict(feeds))
+        nodes: list[onnx.NodeProto] = []
+        for node in graph.node:
+            if node.op_type != "If":
+                nodes.append(node)
+                continue
+            branch_name = "then_branch" if bool(np.asarray(taken[conditionals.index(node)]).reshape(-1)[0]) else "else_branch"
+            branch = next(a.g for a in node.attribute if a.name == branch_name)
+            graph.initializer.extend(branch.initializer)
+            nodes.extend(branch.node)
+            nodes.extend(
+                onnx.helper.make_node("Identity", [inner.name], [outer], name=f"{node.name}/{branch_name}/{outer}")
+                for inner, outer in zip(branch.output, node.output)
+            )
+        del graph.node[:]
+        graph.node.extend(nodes)
 
 
 def node_macs(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> int:

@@ -1,9 +1,9 @@
 """From a trained checkpoint to deployable graphs and engines.
 
-``reparam`` folds RepVGG branches, writes 3x3 convs in gather form and shuffles as
-strided convs (``deploy_form``); ``pruned`` is the pixel-pruned forward built on the m2ae
-ops; ``onnx_export`` writes the plugin/portable/dense ONNX variants (``commands``:
-``m2ae export``); ``precision`` makes fp16 and int8 QDQ ONNX from the fp32 export, with
+``reparam`` folds RepVGG branches and writes shuffles as strided convs
+(``deploy_form``); ``pruned`` is the pruned forward on block-sparse tiles built on the
+m2ae ops; ``onnx_export`` writes the plugin/portable/dense ONNX variants (``commands``:
+``m2ae export``), the pruned ones joined by ``compose``; ``precision`` makes fp16 and int8 QDQ ONNX from the fp32 export, with
 ``calibration`` images; ``trt_builder`` turns an ONNX into a TensorRT engine
 (``build_cli``: ``m2ae build``), cached by ``engine_cache`` and tuned to the machine
 ``platform_info`` detects (desktop GPU, Jetson Orin or Thor).

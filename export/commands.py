@@ -3,21 +3,55 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from m2ae.export.pruned import PruningConfig
 
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def add_pruning_options(parser: argparse.ArgumentParser) -> None:
+    """``--tiles`` and ``--dense-above``: how the pruned variants tile and when they run dense."""
+    from m2ae.export.pruned import PruningConfig
+
+    default = PruningConfig()
+    parser.add_argument("--tiles", default=",".join(map(str, default.tiles)),
+                        help="tile side per U-Net scale, comma-separated; the last repeats for deeper scales "
+                        f"(default: {','.join(map(str, default.tiles))}; the scale-0 side must be even)")
+    parser.add_argument("--dense-above", type=float, default=default.dense_above,
+                        help="share of active scale-0 tiles (0..1) above which the pruned graphs run the dense "
+                        f"body instead (default: {default.dense_above}, measured with ONNX Runtime on 2 CPU "
+                        "threads; `m2ae bench --dense-above 1` measures it for your backend)")
+
+
+def pruning_config(args: argparse.Namespace) -> PruningConfig:
+    """The ``PruningConfig`` of ``--tiles``/``--dense-above``; a bad value is a one-line UserError."""
+    from m2ae.errors import UserError
+    from m2ae.export.pruned import PruningConfig
+
+    try:
+        tiles = tuple(int(part) for part in _csv(args.tiles))
+        config = PruningConfig(tiles=tiles, dense_above=args.dense_above)
+    except ValueError as exc:
+        raise UserError(f"--tiles {args.tiles!r} / --dense-above {args.dense_above}: {exc}") from None
+    if config.tile(0) % 2:
+        raise UserError(f"--tiles: the scale-0 tile side must be even (it is halved at scale 1), got {config.tile(0)}")
+    return config
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "export",
         help="write plugin / portable / dense ONNX (fp32, fp16, int8) from a checkpoint",
-        description="Reparameterise a checkpoint (fold RepVGG branches, gather-form 3x3 convs) and "
+        description="Reparameterise a checkpoint (fold RepVGG branches, shuffles as strided convs) and "
         "write DIR/{variant}[_maskin]_{precision}.onnx with dynamic N, H, W. Variants: plugin (the "
-        "pruned graph with m2ae::MaskedGather/MaskedScatter, for TensorRT with the m2ae plugin and "
-        "ONNX Runtime with m2ae's custom ops), portable (the same graph in standard ONNX ops), dense "
-        "(no pruning: the speed baseline).",
+        "pruned graph: all-sharp frames skip the body, frames with many active tiles run the dense body, "
+        "the rest run the masked blocks on active tiles with m2ae::MaskedGather/MaskedScatter, for TensorRT "
+        "with the m2ae plugin and ONNX Runtime with m2ae's custom ops), portable (the same graph in standard "
+        "ONNX ops), dense (no pruning: the speed baseline).",
     )
     parser.add_argument("--checkpoint", default="tiny", help="checkpoint file, or 'tiny' for the shipped one (default: tiny)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -32,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="int8 calibration images: 'synthetic' or a folder of images (default: synthetic)")
     parser.add_argument("--calib-images", type=int, default=16, help="images used for int8 calibration (default: 16)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default: 17)")
+    add_pruning_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_export)
 
@@ -44,7 +79,7 @@ def _export(args: argparse.Namespace) -> int:
     config = ExportConfig(
         checkpoint=args.checkpoint, out=Path(args.out), variants=args.variants, precisions=args.precision,
         mask_input=args.mask_input, calib=args.calib, calib_images=args.calib_images, opset=args.opset,
-        progress=not args.no_progress,
+        pruning=pruning_config(args), progress=not args.no_progress,
     )
     for exported in export_models(config):
         print(exported.path)

@@ -1,18 +1,24 @@
-"""``m2ae export``: the ONNX variants of one checkpoint (DESIGN.md section 4).
+"""``m2ae export``: the ONNX variants of one checkpoint (docs/design.md section 4).
 
-* ``plugin``: the pruned graph with ``m2ae::MaskedGather``/``MaskedScatter`` nodes;
+* ``plugin``: the pruned graph (mask head, then ``If`` all sharp: skip; ``If`` tile
+  occupancy above ``dense_above``: dense body; else the tiled body with
+  ``m2ae::MaskedGather``/``MaskedScatter`` nodes);
 * ``portable``: the same graph with those nodes lowered to standard ONNX ops;
 * ``dense``: the reparameterised dense-masked network (the speed baseline).
 
-Each is written as ``{variant}[_maskin]_{precision}.onnx`` with dynamic N, H, W,
-simplified by onnxsim, checked by ``onnx.checker``, and tagged with metadata (preset,
-threshold, opset, multiple, variant, precision, mask input, checkpoint sha256).
+The pruned graphs are traced in parts (head, tiled body, dense body), each simplified
+by onnxsim and converted to its precision on its own, then joined by
+``m2ae.export.compose`` (tracing cannot express the ``If`` nodes). Each variant is
+written as ``{variant}[_maskin]_{precision}.onnx`` with dynamic N, H, W, checked by
+``onnx.checker``, and tagged with metadata (preset, threshold, opset, multiple, tiles,
+dense_above, variant, precision, mask input, checkpoint sha256).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +31,8 @@ from tqdm import tqdm
 from m2ae import __version__
 from m2ae.atomic import write_bytes
 from m2ae.errors import UserError
-from m2ae.export.pruned import PrunedM2AE
+from m2ae.export.compose import compose
+from m2ae.export.pruned import DenseBody, MaskHead, PrunedBody, PruningConfig
 from m2ae.export.reparam import deploy_form
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.model.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -50,6 +57,8 @@ class ExportConfig:
     calib: str = "synthetic"
     calib_images: int = 16
     opset: int = DEFAULT_OPSET
+    #: how the pruned variants tile and when they switch to the dense body
+    pruning: PruningConfig = PruningConfig()
     simplify: bool = True
     progress: bool = True
 
@@ -89,14 +98,16 @@ class DenseGraph(nn.Module):
         return out.restored, out.mask
 
 
-def _trace_to_onnx(module: nn.Module, multiple: int, mask_input: bool, opset: int) -> onnx.ModelProto:
+def _example_inputs(multiple: int) -> tuple[Tensor, Tensor]:
     size = 4 * multiple
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     mask = torch.zeros(1, 1, size, size)
     mask[..., size // 4 : size // 2, size // 4 : size // 2] = 1.0
-    args = (image, mask) if mask_input else (image,)
-    inputs = [INPUT_IMAGE, INPUT_MASK] if mask_input else [INPUT_IMAGE]
-    outputs = [OUTPUT_RESTORED, OUTPUT_MASK]
+    return image, mask
+
+
+def _trace(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str], opset: int,
+           custom_ops: bool = False) -> onnx.ModelProto:
     register_onnx_symbolics(opset)
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
@@ -106,14 +117,47 @@ def _trace_to_onnx(module: nn.Module, multiple: int, mask_input: bool, opset: in
             module.eval(), args, buffer, dynamo=False, opset_version=opset,
             input_names=inputs, output_names=outputs,
             dynamic_axes={name: {0: "N", 2: "H", 3: "W"} for name in inputs + outputs},
-            custom_opsets={DOMAIN: 1} if isinstance(module, PrunedM2AE) else None, do_constant_folding=True,
+            custom_opsets={DOMAIN: 1} if custom_ops else None, do_constant_folding=True,
         )
     model = onnx.load_model_from_string(buffer.getvalue())
-    # A custom op's symbolic type carries no sizes, so the plugin graph's ``restored`` would
-    # get a symbolic channel dim: pin the static channel counts of the outputs.
-    for output, channels in zip(model.graph.output, (image.shape[1], 1)):
-        output.type.tensor_type.shape.dim[1].dim_value = channels
+    # A custom op's symbolic type carries no sizes, so an output computed by one gets a
+    # symbolic channel dim: pin the static channel counts of the outputs.
+    channels = {OUTPUT_RESTORED: args[0].shape[1], OUTPUT_MASK: 1}
+    for output in model.graph.output:
+        output.type.tensor_type.shape.dim[1].dim_value = channels[output.name]
     return model
+
+
+def _trace_dense(model: M2AENet, multiple: int, mask_input: bool, opset: int) -> onnx.ModelProto:
+    image, mask = _example_inputs(multiple)
+    args = (image, mask) if mask_input else (image,)
+    inputs = [INPUT_IMAGE, INPUT_MASK] if mask_input else [INPUT_IMAGE]
+    return _trace(DenseGraph(model), args, inputs, [OUTPUT_RESTORED, OUTPUT_MASK], opset)
+
+
+@dataclass(frozen=True)
+class PrunedParts:
+    """The traced parts of the pruned graph, before precision conversion and composition."""
+
+    head: onnx.ModelProto | None  # image -> blur_mask (None for mask-input exports)
+    tiled: onnx.ModelProto  # (image, blur_mask) -> restored, with m2ae custom ops
+    dense: onnx.ModelProto  # (image, blur_mask) -> restored
+
+    def portable(self) -> onnx.ModelProto:
+        """The tiled body in standard ONNX ops."""
+        return simplify(lower_to_standard_ops(self.tiled))
+
+
+def _trace_pruned_parts(model: M2AENet, pruning: PruningConfig, mask_input: bool, opset: int) -> PrunedParts:
+    deployed = deploy_form(model)
+    image, mask = _example_inputs(model.config.multiple)
+    body_io = ([INPUT_IMAGE, OUTPUT_MASK], [OUTPUT_RESTORED])
+    head = None
+    if not mask_input:
+        head = simplify(_trace(MaskHead(deployed), (image,), [INPUT_IMAGE], [OUTPUT_MASK], opset))
+    tiled = simplify(_trace(PrunedBody(deployed, pruning), (image, mask), *body_io, opset, custom_ops=True))
+    dense = simplify(_trace(DenseBody(deployed), (image, mask), *body_io, opset))
+    return PrunedParts(head, tiled, dense)
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -126,80 +170,113 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return simplified
 
 
-def _metadata(loaded: LoadedCheckpoint, variant: str, precision: str, mask_input: bool, opset: int) -> dict[str, str]:
-    config = loaded.config
-    return {
+def _metadata(loaded: LoadedCheckpoint, variant: str, precision: str, config: ExportConfig) -> dict[str, str]:
+    model_config = loaded.config
+    metadata = {
         "m2ae.version": __version__,
-        "m2ae.preset": config.preset,
-        "m2ae.threshold": repr(config.threshold),
-        "m2ae.mask_dilation": str(config.mask_dilation),
-        "m2ae.opset": str(opset),
-        "m2ae.multiple": str(config.multiple),
-        "m2ae.min_size": str(config.min_size),
+        "m2ae.preset": model_config.preset,
+        "m2ae.threshold": repr(model_config.threshold),
+        "m2ae.mask_dilation": str(model_config.mask_dilation),
+        "m2ae.opset": str(config.opset),
+        "m2ae.multiple": str(model_config.multiple),
+        "m2ae.min_size": str(model_config.min_size),
         "m2ae.variant": variant,
         "m2ae.precision": precision,
-        "m2ae.mask_input": "1" if mask_input else "0",
+        "m2ae.mask_input": "1" if config.mask_input else "0",
         "m2ae.checkpoint": loaded.path.name,
         "m2ae.checkpoint_sha256": loaded.sha256,
     }
+    if variant != "dense":
+        pruning = config.pruning
+        tiles = [pruning.tile(s) for s in range(model_config.num_scales)]
+        metadata["m2ae.tiles"] = ",".join(map(str, tiles))
+        metadata["m2ae.dense_above"] = repr(pruning.dense_above)
+    return metadata
 
 
-def _calibration_feeds(loaded: LoadedCheckpoint, config: ExportConfig) -> list[dict[str, np.ndarray]]:
+def _calibration_images(loaded: LoadedCheckpoint, config: ExportConfig) -> list[np.ndarray]:
     from m2ae.export.calibration import calibration_images
 
-    images = calibration_images(config.calib, config.calib_images, loaded.config.multiple)
+    return [image[None] for image in calibration_images(config.calib, config.calib_images, loaded.config.multiple)]
+
+
+def _dense_feeds(loaded: LoadedCheckpoint, images: list[np.ndarray], mask_input: bool) -> list[dict[str, np.ndarray]]:
+    """Feeds of the whole dense graph; a mask input gets the mask the network predicts."""
     feeds = []
     with torch.no_grad():
         for image in images:
-            feed = {INPUT_IMAGE: image[None]}
-            if config.mask_input:
-                # Calibrate on the masks the network itself would predict for the image.
-                feed[INPUT_MASK] = loaded.model(torch.from_numpy(image[None])).mask.numpy()
+            feed = {INPUT_IMAGE: image}
+            if mask_input:
+                feed[INPUT_MASK] = loaded.model(torch.from_numpy(image)).mask.numpy()
             feeds.append(feed)
     return feeds
 
 
-def export_models(config: ExportConfig) -> list[ExportedModel]:
-    """Write every requested variant x precision; returns what was written."""
+def _body_feeds(images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Feeds of the bodies: an all-blurred mask, so every block sees every pixel of the
+    image and the activation ranges cover sharp content as well as blurred."""
+    return [{INPUT_IMAGE: image, OUTPUT_MASK: np.ones_like(image[:, :1])} for image in images]
+
+
+def _at_precision(
+    precision: str, models: dict[str, onnx.ModelProto], calibration: onnx.ModelProto,
+    feeds: Callable[[], list[dict[str, np.ndarray]]], progress: bool,
+) -> dict[str, onnx.ModelProto]:
+    """``models`` converted to ``precision``; int8 is calibrated once on ``calibration``."""
     from m2ae.export.precision import quantize_int8, to_fp16
 
+    if precision == "fp32":
+        return models
+    if precision == "fp16":
+        return {name: to_fp16(model) for name, model in models.items()}
+    return quantize_int8(models, calibration, feeds(), progress)
+
+
+def export_models(config: ExportConfig) -> list[ExportedModel]:
+    """Write every requested variant x precision; returns what was written."""
     loaded = load_checkpoint(config.checkpoint)
-    multiple = loaded.config.multiple
+    model_config = loaded.config
     steps = tqdm(total=len(config.variants) * len(config.precisions) + 1, desc="export", unit="model",
                  disable=not config.progress)
-    fp32: dict[str, onnx.ModelProto] = {}
     steps.set_postfix_str("tracing")
-    needs_pruned = bool({"plugin", "portable"} & set(config.variants))
-    if needs_pruned:
-        plugin = _trace_to_onnx(PrunedM2AE(loaded.model), multiple, config.mask_input, config.opset)
-        fp32["plugin"] = simplify(plugin)
-        fp32["portable"] = simplify(lower_to_standard_ops(fp32["plugin"]))
+    pruned_variants = [v for v in ("plugin", "portable") if v in config.variants]
+    parts = None
+    tiled: dict[str, onnx.ModelProto] = {}
+    if pruned_variants:
+        parts = _trace_pruned_parts(loaded.model, config.pruning, config.mask_input, config.opset)
+        tiled = {v: parts.tiled if v == "plugin" else parts.portable() for v in pruned_variants}
+    dense = None
     if "dense" in config.variants:
-        fp32["dense"] = simplify(_trace_to_onnx(DenseGraph(loaded.model), multiple, config.mask_input, config.opset))
+        dense = simplify(_trace_dense(loaded.model, model_config.multiple, config.mask_input, config.opset))
     steps.update(1)
 
-    by_precision: dict[str, dict[str, onnx.ModelProto]] = {}
-    for precision in config.precisions:
-        if precision == "fp32":
-            by_precision[precision] = {v: fp32[v] for v in config.variants}
-        elif precision == "fp16":
-            by_precision[precision] = {v: to_fp16(fp32[v]) for v in config.variants}
-        else:
+    images: list[np.ndarray] = []
+
+    def calibration_images() -> list[np.ndarray]:
+        if not images:
             steps.set_postfix_str("int8 calibration")
-            feeds = _calibration_feeds(loaded, config)
-            quantized: dict[str, onnx.ModelProto] = {}
-            pruned = [v for v in ("plugin", "portable") if v in config.variants]
-            if pruned:
-                quantized |= quantize_int8({v: fp32[v] for v in pruned}, fp32["portable"], feeds, config.progress)
-            if "dense" in config.variants:
-                quantized |= quantize_int8({"dense": fp32["dense"]}, fp32["dense"], feeds, config.progress)
-            by_precision[precision] = quantized
+            images.extend(_calibration_images(loaded, config))
+        return images
 
     written = []
-    for precision, models in by_precision.items():
+    for precision in config.precisions:
+        models: dict[str, onnx.ModelProto] = {}
+        if parts is not None:
+            body_feeds = lambda: _body_feeds(calibration_images())  # noqa: E731
+            # Both tiled bodies share tensor names, so one calibration on the portable one serves both.
+            tiled_at = _at_precision(precision, tiled, tiled.get("portable") or parts.portable(), body_feeds,
+                                     config.progress)
+            dense_body = _at_precision(precision, {"dense": parts.dense}, parts.dense, body_feeds,
+                                       config.progress)["dense"]
+            for variant in pruned_variants:
+                models[variant] = compose(parts.head, tiled_at[variant], dense_body, config.pruning.tile(0),
+                                          config.pruning.dense_above, model_config.in_channels)
+        if dense is not None:
+            dense_feeds = lambda: _dense_feeds(loaded, calibration_images(), config.mask_input)  # noqa: E731
+            models["dense"] = _at_precision(precision, {"dense": dense}, dense, dense_feeds, config.progress)["dense"]
         for variant in config.variants:
             steps.set_postfix_str(f"{variant} {precision}")
-            metadata = _metadata(loaded, variant, precision, config.mask_input, config.opset)
+            metadata = _metadata(loaded, variant, precision, config)
             path = Path(config.out) / model_filename(variant, precision, config.mask_input)
             save_onnx(models[variant], path, metadata)
             written.append(ExportedModel(path, variant, precision, config.mask_input, metadata))

@@ -1,208 +1,267 @@
-"""The pixel-pruned forward (DESIGN.md section 2), built on the m2ae custom ops.
+"""The pixel-pruned forward (docs/design.md section 2): block-sparse tiles.
 
-Per U-Net scale, with A the masked pixels and D = dilate3x3(A):
+Per U-Net scale s, the scale's mask ``m_s`` is cut into square tiles of side ``t_s``;
+a tile is active when any of its pixels is masked. Each stage of masked blocks
 
-* index tables are built once from the scale's mask (NonZero, a 3x3 max-pool, and a
-  cumulative sum as the inverse index map) and shared by the encoder and decoder
-  blocks of that scale;
-* the features of A live as tokens ``X_A`` [C, K_A]; a block gathers its 3x3
-  neighbourhoods over D from two sources (tokens inside A, the scale's input map
-  elsewhere, 0 outside the image), runs conv1 as a GEMM, modulates with the motion
-  features picked at D, gathers its conv2 neighbourhoods from those D tokens, and adds
-  the result to ``X_A``: its cost is proportional to K, with no dense buffer;
-* one MaskedScatter writes ``X_A`` back into the input map at the end of the stage.
+* gathers its active tiles once, with a halo of two pixels per block (each block is two
+  3x3 convs), out of the stage's input map, its mask and the motion guide
+  (``MaskedGather``); an in-image indicator comes from the tile ids;
+* runs its blocks on that batch of tiles as ordinary convs. A block's residual is still
+  gated per pixel, ``x + m * F(x, g)``, so sharp pixels inside an active tile keep
+  their value bit for bit; the rings its zero padding spoils at the tile's edge lie in
+  the halo, never in the centre;
+* writes the tile centres back once (``MaskedScatter``).
 
-The output projection is a gather-form 3x3 over A and one accumulating scatter into
-the input image, so sharp pixels are the input bit for bit. ``PrunedM2AE`` matches
-``M2AENet``'s dense-masked forward (fp32, max abs <= 1e-4) for any mask.
+Scale 0 never builds a full-resolution feature map (``PrunedBody``): its two stages
+share one set of image tiles, and the last one writes ``blurred + m * proj(x)`` into
+the image, so pixels outside active tiles are the input untouched. Tile ids come from a max-pool of the mask and ``NonZero``: no cumulative
+sums, no zero-size constants.
+
+``PrunedM2AE`` also applies the two shortcuts the exported graph takes: an all-sharp
+frame skips the body, and a frame whose active-tile share at scale 0 exceeds
+``dense_above`` runs the dense body (cheaper there). Both give the same result as the
+dense-masked forward: ``PrunedM2AE`` matches ``M2AENet`` (fp32, max abs <= 1e-4) for
+any mask.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from m2ae.export.reparam import NEIGHBOUR_OFFSETS, deploy_form, gather_weight, pointwise_weight
+from m2ae.export.reparam import deploy_form, stem_then_down
 from m2ae.model.heads import guide_at_scale, hard_mask
-from m2ae.model.layers import MaskedResBlock, activation
 from m2ae.model.network import M2AENet, scale_mask
 from m2ae.trt_plugins.torch_ops import register_torch_ops
 
 register_torch_ops()
 
-
-def masked_gather(dense: Tensor, tokens: Tensor, table: Tensor) -> Tensor:
-    return torch.ops.m2ae.masked_gather(dense, tokens, table)
-
-
-def masked_scatter(base: Tensor, values: Tensor, index: Tensor, accumulate: int) -> Tensor:
-    return torch.ops.m2ae.masked_scatter(base, values, index, accumulate)
+#: halo pixels per masked block: two 3x3 convs
+BLOCK_HALO = 2
 
 
-class ScaleTables(NamedTuple):
-    """Index lists and gather tables of one scale (all int32)."""
+@dataclass(frozen=True)
+class PruningConfig:
+    """How the pruned forward cuts the work.
 
-    index_a: Tensor  # [K_A] linear pixels of A
-    pick_a: Tensor  # [1, K_A] MaskedGather table picking A from a dense map
-    pick_d: Tensor  # [1, K_D] likewise for D
-    d_from_a: Tensor  # [9, K_D] neighbours of D: A tokens, else dense, -1 outside
-    a_from_d: Tensor  # [9, K_A] neighbours of A among D tokens, -1 outside
-    a_from_a: Tensor  # [9, K_A] neighbours of A: A tokens, else dense, -1 outside
+    ``tiles`` holds the tile side per U-Net scale (the last entry repeats for deeper
+    scales). ``dense_above`` is the share of active scale-0 tiles above which the dense
+    body runs instead: measured per backend (``m2ae bench``), stored in the exported
+    model's metadata.
+    """
 
+    tiles: tuple[int, ...] = (32, 32, 16)
+    dense_above: float = 0.6
 
-def _padded_codes(codes: Tensor, height: int, width: int) -> Tensor:
-    """[N*H*W] codes -> flat [N*(H+2)*(W+2)] with a -1 border (outside the image)."""
-    grid = codes.reshape(-1, height, width)
-    return F.pad(grid, (1, 1, 1, 1), value=-1).reshape(-1)
+    def __post_init__(self) -> None:
+        if not self.tiles or any(t < 1 for t in self.tiles):
+            raise ValueError(f"tile sides must be positive, got {self.tiles}")
+        if not 0.0 <= self.dense_above <= 1.0:
+            raise ValueError(f"dense_above must lie in [0, 1], got {self.dense_above}")
 
-
-def _neighbour_table(padded_codes: Tensor, padded_positions: Tensor, width: int) -> Tensor:
-    """Codes of the 9 neighbours of each position: [9, K]. The border makes every read valid."""
-    dy = torch.tensor([o[0] for o in NEIGHBOUR_OFFSETS], dtype=torch.int64)
-    dx = torch.tensor([o[1] for o in NEIGHBOUR_OFFSETS], dtype=torch.int64)
-    offsets = dy * (width + 2) + dx
-    return padded_codes[padded_positions.unsqueeze(0) + offsets.unsqueeze(1)]
+    def tile(self, scale: int) -> int:
+        return self.tiles[min(scale, len(self.tiles) - 1)]
 
 
-def build_tables(mask: Tensor) -> ScaleTables:
-    """Tables of one scale from its 0/1 mask [N,1,H,W]."""
-    height, width = mask.shape[2], mask.shape[3]
-    in_a = mask.reshape(-1) > 0.5
-    in_d = F.max_pool2d(mask, 3, stride=1, padding=1).reshape(-1) > 0.5
-    index_a = torch.nonzero(in_a).reshape(-1)
-    index_d = torch.nonzero(in_d).reshape(-1)
-    # Row-major ranks: the k-th masked pixel in linear order is token k.
-    rank_a = torch.cumsum(in_a.to(torch.int64), 0) - 1
-    rank_d = torch.cumsum(in_d.to(torch.int64), 0) - 1
-    pixel = torch.cumsum(torch.ones_like(rank_a), 0) - 1
-    dense_code = -2 - pixel
-    codes_a = _padded_codes(torch.where(in_a, rank_a, dense_code), height, width)
-    codes_d = _padded_codes(torch.where(in_d, rank_d, torch.full_like(rank_d, -1)), height, width)
-    inside = _padded_codes(torch.ones_like(rank_a), height, width) > 0
-    positions_a = torch.nonzero(inside & (_padded_codes(in_a.to(torch.int64), height, width) > 0)).reshape(-1)
-    positions_d = torch.nonzero(inside & (_padded_codes(in_d.to(torch.int64), height, width) > 0)).reshape(-1)
-    i32 = torch.int32
-    return ScaleTables(
-        index_a=index_a.to(i32),
-        pick_a=(-2 - index_a).reshape(1, -1).to(i32),
-        pick_d=(-2 - index_d).reshape(1, -1).to(i32),
-        d_from_a=_neighbour_table(codes_a, positions_d, width).to(i32),
-        a_from_d=_neighbour_table(codes_d, positions_a, width).to(i32),
-        a_from_a=_neighbour_table(codes_a, positions_a, width).to(i32),
-    )
+def masked_gather(dense: Tensor, tiles: Tensor, tile: int, halo: int) -> Tensor:
+    return torch.ops.m2ae.masked_gather(dense, tiles, tile, halo)
 
 
-class GatherConv(nn.Module):
-    """A 3x3 conv in gather form: ``W [Cout, 9*Cin] @ gather + b``."""
+def masked_scatter(base: Tensor, values: Tensor, tiles: Tensor) -> Tensor:
+    return torch.ops.m2ae.masked_scatter(base, values, tiles)
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+
+def tile_map(mask: Tensor, tile: int) -> Tensor:
+    """[N,1,rows,cols] 0/1: which tiles of side ``tile`` hold a masked pixel."""
+    return F.max_pool2d(mask, tile, stride=tile, ceil_mode=True)
+
+
+def active_tiles(mask: Tensor, tile: int) -> Tensor:
+    """Ids of the active tiles (``n * rows * cols + ty * cols + tx``), int32, ascending."""
+    return torch.nonzero(tile_map(mask, tile).reshape(-1) > 0.5).reshape(-1).to(torch.int32)
+
+
+def centre(tiles: Tensor, halo: int) -> Tensor:
+    return tiles[:, :, halo : tiles.shape[2] - halo, halo : tiles.shape[3] - halo]
+
+
+def _inside_axis(cell: Tensor, tile: int, halo: int, limit: Tensor) -> Tensor:
+    """[B, S] bool: which of the tile's S positions along one axis lie in [0, limit)."""
+    positions = cell.unsqueeze(1) * tile - halo + torch.arange(tile + 2 * halo, device=cell.device)
+    return (positions >= 0) & (positions < limit)
+
+
+def tile_inside(tiles: Tensor, like: Tensor, tile: int, halo: int) -> Tensor:
+    """[B, 1, S, S] float: 1 where a gathered tile pixel lies inside the image ``like`` [N,C,H,W].
+
+    Computed from the tile ids alone (no gather); ``like``'s sizes are read as tensors
+    so the exported graph keeps H and W dynamic.
+    """
+    height, width = like.shape[2], like.shape[3]
+    rows, cols = (height + tile - 1) // tile, (width + tile - 1) // tile
+    ids = tiles.long()
+    inside_y = _inside_axis((ids // cols) % rows, tile, halo, height)
+    inside_x = _inside_axis(ids % cols, tile, halo, width)
+    return (inside_y.unsqueeze(2) & inside_x.unsqueeze(1)).unsqueeze(1).to(like.dtype)
+
+
+def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, guide: Tensor, inside: Tensor) -> Tensor:
+    """Masked residual blocks on a batch of tiles (features 0 beyond the image)."""
+    for block in blocks:
+        x = x + mask * block.residual(x, guide, inside)
+    return x
+
+
+def crop(tiles: Tensor, rings: int) -> Tensor:
+    """Tiles with ``rings`` outer rings of their halo removed."""
+    return centre(tiles, rings) if rings else tiles
+
+
+class TileStage(nn.Module):
+    """The masked blocks of one scale >= 1: gather the active tiles, run, scatter once."""
+
+    def __init__(self, blocks: nn.ModuleList, tile: int) -> None:
         super().__init__()
-        weight, bias = gather_weight(conv)
-        self.register_buffer("weight", weight)
-        self.register_buffer("bias", bias)
+        self.blocks = blocks
+        self.tile = tile
+        self.halo = BLOCK_HALO * len(blocks)
 
-    def forward(self, gathered: Tensor) -> Tensor:
-        return torch.matmul(self.weight, gathered) + self.bias
-
-
-class Pointwise(nn.Module):
-    """A 1x1 conv over tokens: ``W [Cout, Cin] @ tokens + b``."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        weight, bias = pointwise_weight(conv)
-        self.register_buffer("weight", weight)
-        self.register_buffer("bias", bias)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return torch.matmul(self.weight, tokens) + self.bias
-
-
-class PrunedBlock(nn.Module):
-    """A folded MaskedResBlock evaluated on tokens."""
-
-    def __init__(self, block: MaskedResBlock) -> None:
-        super().__init__()
-        self.conv1 = GatherConv(block.conv1.conv)
-        self.gamma = Pointwise(block.gamma)
-        self.beta = Pointwise(block.beta)
-        self.act = activation()
-        self.conv2 = GatherConv(block.conv2.conv)
-        # conv2 reads D tokens only (every neighbour of A is in D or outside the image), so
-        # its dense source is a 1-pixel placeholder that no table entry addresses.
-        self.register_buffer("no_pixels", torch.zeros(1, block.conv1.conv.out_channels, 1, 1), persistent=False)
-
-    def forward(self, x_in: Tensor, tokens: Tensor, guide_d: Tensor, tables: ScaleTables) -> Tensor:
-        h = self.conv1(masked_gather(x_in, tokens, tables.d_from_a))
-        h = self.act(h * (1.0 + self.gamma(guide_d)) + self.beta(guide_d))
-        return tokens + self.conv2(masked_gather(self.no_pixels.to(h.dtype), h, tables.a_from_d))
-
-
-class PrunedStage(nn.Module):
-    """The masked blocks of one scale: pick tokens, run the blocks, scatter once."""
-
-    def __init__(self, blocks: nn.ModuleList, channels: int, guide_channels: int) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(PrunedBlock(b) for b in blocks)
-        # Picks read the dense map only: their token input is an empty [C, 0] constant.
-        self.register_buffer("no_tokens", torch.zeros(channels, 0), persistent=False)
-        self.register_buffer("no_guide_tokens", torch.zeros(guide_channels, 0), persistent=False)
-
-    def tokens(self, x_in: Tensor, guide: Tensor, tables: ScaleTables) -> Tensor:
-        tokens = masked_gather(x_in, self.no_tokens.to(x_in.dtype), tables.pick_a)
+    def forward(self, x_in: Tensor, guide: Tensor, mask: Tensor, tiles: Tensor) -> Tensor:
         if not self.blocks:
-            return tokens
-        guide_d = masked_gather(guide, self.no_guide_tokens.to(guide.dtype), tables.pick_d)
-        for block in self.blocks:
-            tokens = block(x_in, tokens, guide_d, tables)
-        return tokens
-
-    def forward(self, x_in: Tensor, guide: Tensor, tables: ScaleTables) -> Tensor:
-        if len(self.blocks) == 0:
             return x_in
-        return masked_scatter(x_in, self.tokens(x_in, guide, tables), tables.index_a, 0)
+
+        def gather(dense: Tensor) -> Tensor:
+            return masked_gather(dense, tiles, self.tile, self.halo)
+
+        inside = tile_inside(tiles, mask, self.tile, self.halo)
+        x = run_blocks(self.blocks, gather(x_in), gather(mask), gather(guide), inside)
+        return masked_scatter(x_in, centre(x, self.halo), tiles)
+
+
+class PrunedBody(nn.Module):
+    """The restoration body on active tiles: ``(image, mask) -> restored``.
+
+    Scales >= 1 keep dense maps and run their stages as ``TileStage``s. Scale 0 builds
+    no full-resolution feature map at all, since the output changes only inside
+    scale-0 tiles:
+
+    * its encoder stage runs on image tiles with a halo wide enough for everything
+      scale 0 does later: stem, encoder blocks, and (kept aside as the skip) the last
+      stage's halo. The scale-1 map starts as ``stem_then_down(image)`` (one 4x4
+      stride-2 conv) with the down layer of the updated tile centres written over it;
+    * its decoder stage runs on the skip tiles plus the up layer (a 2x2 stride-2
+      transposed conv, one scale-1 pixel per output pixel) of the matching scale-1
+      tiles (half the side and half the halo), then the 3x3 output projection, and
+      writes ``blurred + m * proj(x)`` into the image.
+    """
+
+    def __init__(self, deployed: M2AENet, pruning: PruningConfig) -> None:
+        super().__init__()
+        config = deployed.config
+        self.num_scales = config.num_scales
+        self.tiles = [pruning.tile(s) for s in range(config.num_scales)]
+        if self.tiles[0] % 2:
+            raise ValueError(f"the scale-0 tile side must be even (it is halved at scale 1), got {self.tiles[0]}")
+        self.motion = deployed.motion
+        self.stem = deployed.stem
+        self.stem_down = stem_then_down(deployed.stem, deployed.downs[0])
+        self.downs = deployed.downs
+        self.ups = deployed.ups
+        self.first_blocks = deployed.encoder[0]
+        self.last_blocks = deployed.decoder[0]
+        self.encoder = nn.ModuleList(TileStage(deployed.encoder[s], self.tiles[s]) for s in range(1, self.num_scales))
+        self.decoder = nn.ModuleList(TileStage(deployed.decoder[s], self.tiles[s]) for s in range(1, self.num_scales - 1))
+        self.proj = deployed.proj
+        # The last stage's blocks and the 3x3 projection, rounded up to whole scale-1 pixels.
+        last = BLOCK_HALO * len(self.last_blocks) + 1
+        self.last_halo = last + last % 2
+        # The first stage's tiles also serve the last: stem (1) + its blocks + the last halo.
+        self.first_halo = 1 + BLOCK_HALO * len(self.first_blocks) + self.last_halo
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        guide = self.motion.guide(image)
+        masks = [scale_mask(mask, s) for s in range(self.num_scales)]
+        guides = [guide_at_scale(guide, s) for s in range(self.num_scales)]
+        tiles = [active_tiles(masks[s], self.tiles[s]) for s in range(self.num_scales)]
+        tile0, halo0, last_halo = self.tiles[0], self.first_halo, self.last_halo
+
+        def gather0(dense: Tensor) -> Tensor:
+            return masked_gather(dense, tiles[0], tile0, halo0)
+
+        # Scale 0, encoder: image tiles -> stem -> blocks. Beyond the image the stem's
+        # bias is no zero padding: ``inside`` restores it; the blocks keep it (m is 0 there).
+        blurred, m0, g0 = gather0(image), gather0(masks[0]), gather0(guides[0])
+        inside0 = tile_inside(tiles[0], mask, tile0, halo0)
+        x0 = run_blocks(self.first_blocks, self.stem(blurred) * inside0, m0, g0, inside0)
+        x = masked_scatter(self.stem_down(image), self.downs[0](centre(x0, halo0)), tiles[0])
+        skips = []
+        for s, stage in enumerate(self.encoder, start=1):
+            x = stage(x, guides[s], masks[s], tiles[s])
+            if s < self.num_scales - 1:
+                skips.append(x)
+                x = self.downs[s](x)
+        for s in reversed(range(1, self.num_scales - 1)):
+            x = self.decoder[s - 1](self.ups[s](x) + skips[s - 1], guides[s], masks[s], tiles[s])
+
+        # Scale 0, decoder: skip tiles + up layer of scale-1 tiles -> blocks -> projection.
+        rings = halo0 - last_halo
+        inside = crop(inside0, rings)
+        up = self.ups[0](masked_gather(x, tiles[0], tile0 // 2, last_halo // 2))
+        m = crop(m0, rings)
+        x = run_blocks(self.last_blocks, (up + crop(x0, rings)) * inside, m, crop(g0, rings), inside)
+        delta = centre(self.proj(x), last_halo)
+        return masked_scatter(image, centre(blurred, halo0) + centre(m, last_halo) * delta, tiles[0])
+
+
+class DenseBody(nn.Module):
+    """The dense-masked body of the deployed network: ``(image, mask) -> restored``."""
+
+    def __init__(self, deployed: M2AENet) -> None:
+        super().__init__()
+        self.model = deployed
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        return self.model.restore(image, mask, self.model.motion.guide(image))
+
+
+class MaskHead(nn.Module):
+    """The inference mask of the deployed network: ``image -> mask`` (0/1, [N,1,H,W])."""
+
+    def __init__(self, deployed: M2AENet) -> None:
+        super().__init__()
+        self.mask_head = deployed.mask_head
+        self.threshold = deployed.config.threshold
+        self.dilation = deployed.config.mask_dilation
+
+    def forward(self, image: Tensor) -> Tensor:
+        return hard_mask(self.mask_head(image), self.threshold, self.dilation)
+
+
+def tile_occupancy(mask: Tensor, tile: int) -> Tensor:
+    """Share of scale-0 tiles holding a masked pixel: what the pruned body's cost follows."""
+    return tile_map(mask, tile).mean()
 
 
 class PrunedM2AE(nn.Module):
     """Inference-only pruned M2AENet; ``forward(image[, mask]) -> (restored, mask)``."""
 
-    def __init__(self, model: M2AENet) -> None:
+    def __init__(self, model: M2AENet, pruning: PruningConfig | None = None) -> None:
         super().__init__()
-        folded = deploy_form(model)
-        self.config = folded.config
-        self.mask_head = folded.mask_head
-        self.motion = folded.motion
-        self.stem = folded.stem
-        widths, cg = self.config.widths(), self.config.motion_channels
-        self.encoder = nn.ModuleList(PrunedStage(b, widths[s], cg) for s, b in enumerate(folded.encoder))
-        self.downs = folded.downs
-        self.ups = folded.ups
-        self.decoder = nn.ModuleList(PrunedStage(b, widths[s], cg) for s, b in enumerate(folded.decoder))
-        self.proj = GatherConv(folded.proj.conv)
+        deployed = deploy_form(model)
+        self.config = deployed.config
+        self.pruning = pruning or PruningConfig()
+        self.mask_head = MaskHead(deployed)
+        self.pruned = PrunedBody(deployed, self.pruning)
+        self.dense = DenseBody(deployed)
 
     def forward(self, image: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if mask is None:
-            mask = hard_mask(self.mask_head(image), self.config.threshold, self.config.mask_dilation)
-        guide = self.motion.guide(image)
-        tables = [build_tables(scale_mask(mask, s)) for s in range(self.config.num_scales)]
-        guides = [guide_at_scale(guide, s) for s in range(self.config.num_scales)]
-        x = self.stem(image)
-        skips = []
-        last = self.config.num_scales - 1
-        for s, stage in enumerate(self.encoder):
-            x = stage(x, guides[s], tables[s])
-            if s < last:
-                skips.append(x)
-                x = self.downs[s](x)
-        for s in reversed(range(len(self.decoder))):
-            x = self.ups[s](x) + skips[s]
-            if s > 0:
-                x = self.decoder[s](x, guides[s], tables[s])
-        # Scale 0's decoder stage keeps its tokens: the projection reads them directly.
-        tokens = self.decoder[0].tokens(x, guides[0], tables[0])
-        delta = self.proj(masked_gather(x, tokens, tables[0].a_from_a))
-        restored = masked_scatter(image, delta, tables[0].index_a, 1)
-        return restored, mask
+            mask = self.mask_head(image)
+        if not bool(mask.any()):
+            return image.clone(), mask
+        if float(tile_occupancy(mask, self.pruning.tile(0))) > self.pruning.dense_above:
+            return self.dense(image, mask), mask
+        return self.pruned(image, mask), mask

@@ -3,11 +3,11 @@
 1. ``fold_branches``: every RepVGG training block (3x3+BN, 1x1+BN, identity BN)
    becomes one 3x3 conv with bias; the result is the same network with
    ``rep_branches=False``.
-2. ``gather_form``: a 3x3 conv at one pixel is a GEMM over its 9 gathered neighbours,
-   ``W.permute(0, 2, 3, 1).reshape(Cout, 9 * Cin)``; neighbour ``t = 3 * (dy + 1) + (dx + 1)``
-   occupies rows ``t * Cin .. t * Cin + Cin - 1`` of MaskedGather's output.
-3. ``deploy_form``: the pixel-(un)shuffles of the heads and of the U-Net's down/up
+2. ``deploy_form``: the pixel-(un)shuffles of the heads and of the U-Net's down/up
    layers become strided convs and transposed convs.
+3. ``stem_then_down``: the stem (3x3) followed by the first down layer (2x2 stride 2),
+   with nothing between them, is one 4x4 stride-2 conv; the pruned forward uses it
+   where the full-resolution stem map itself is never needed.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from torch import nn
 from m2ae.model.heads import HEAD_STRIDE, HeadStem, head_features
 from m2ae.model.layers import Downsample, RepConv3x3, Upsample
 from m2ae.model.network import M2AENet
-
-#: (dy, dx) of gather row t, the order of the 3x3 kernel's taps
-NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
 @torch.no_grad()
@@ -40,23 +37,6 @@ def fold_branches(model: M2AENet) -> M2AENet:
         state[f"{name}.conv.weight"], state[f"{name}.conv.bias"] = weight, bias
     folded.load_state_dict(state)
     return folded
-
-
-def gather_weight(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W [Cout, 9*Cin], b [Cout, 1]) of a 3x3 conv in gather form."""
-    if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
-        raise ValueError(f"gather form needs a plain 3x3 conv with padding 1, got {conv}")
-    weight = conv.weight.detach().permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
-    return weight.contiguous(), bias.reshape(-1, 1).clone()
-
-
-def pointwise_weight(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W [Cout, Cin], b [Cout, 1]) of a 1x1 conv, for GEMMs over tokens."""
-    if conv.kernel_size != (1, 1):
-        raise ValueError(f"expected a 1x1 conv, got {conv}")
-    weight = conv.weight.detach().reshape(conv.out_channels, conv.in_channels)
-    return weight.clone(), conv.bias.detach().reshape(-1, 1).clone()
 
 
 class StridedHeadStem(nn.Module):
@@ -108,6 +88,29 @@ class TransposedUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
+
+
+@torch.no_grad()
+def stem_then_down(stem: nn.Conv2d, down: StridedDownsample) -> nn.Conv2d:
+    """``down(stem(x))`` as one conv: kernel 4, stride 2, padding 1.
+
+    Output pixel y of the down layer reads stem pixels 2y + d (d in 0, 1), each of which
+    reads image pixels 2y + d + k - 1 (k in 0..2): image offsets a = d + k in 0..3 around
+    2y - 1. The stem's zero padding is the composite's; the down layer, stride 2 over
+    even sizes, never reads beyond the image.
+    """
+    if stem.kernel_size != (3, 3) or stem.padding != (1, 1) or stem.stride != (1, 1) or stem.groups != 1:
+        raise ValueError(f"stem_then_down needs a plain 3x3 stem with padding 1, got {stem}")
+    inner = down.conv
+    weight = torch.zeros(inner.out_channels, stem.in_channels, 4, 4, dtype=stem.weight.dtype)
+    for dy in range(2):
+        for dx in range(2):
+            # [o, c] x [c, i, 3, 3] -> the 3x3 window that down tap (dy, dx) sees, shifted by it.
+            weight[:, :, dy : dy + 3, dx : dx + 3] += torch.einsum("oc,cikl->oikl", inner.weight[:, :, dy, dx], stem.weight)
+    composite = nn.Conv2d(stem.in_channels, inner.out_channels, 4, stride=2, padding=1)
+    composite.weight.data.copy_(weight)
+    composite.bias.data.copy_(inner.bias + inner.weight.sum(dim=(2, 3)) @ stem.bias)
+    return composite
 
 
 @torch.no_grad()

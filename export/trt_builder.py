@@ -1,6 +1,6 @@
 """ONNX -> TensorRT engine: the one place that drives the TensorRT builder.
 
-Precision lives in the ONNX (DESIGN.md section 4): fp32, fp16 and int8 QDQ ONNX all
+Precision lives in the ONNX (docs/design.md section 4): fp32, fp16 and int8 QDQ ONNX all
 build as *strongly typed* networks, the only kind TensorRT 11 builds, with TF32 off so
 fp32 tensors compute in fp32. On TensorRT 10, ``fp16=True`` on an fp32 ONNX is also
 accepted (the legacy weakly typed ``BuilderFlag.FP16`` build). One optimisation profile
@@ -40,6 +40,7 @@ from m2ae.export.platform_info import PlatformInfo, detect_platform
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, metadata_int
 from m2ae.hashing import file_sha256
 from m2ae.trt_plugins import DOMAIN
+from m2ae.trt_plugins.onnx_ops import has_custom_ops
 
 PLUGIN_AUTO = "auto"
 DESKTOP_INSTALL = "pip install 'm2ae[trt]'"
@@ -136,7 +137,8 @@ def read_onnx_info(path: str | Path) -> OnnxInfo:
             continue
         dims = value.type.tensor_type.shape.dim
         inputs[value.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
-    uses_ops = any(node.domain == DOMAIN for node in model.graph.node) or any(
+    # The pruned graphs hold their custom ops inside If branches.
+    uses_ops = has_custom_ops(model) or any(
         node.domain == DOMAIN for function in model.functions for node in function.node
     )
     return OnnxInfo(
@@ -432,7 +434,7 @@ def _build_serialized(
         raise _parse_errors(parser, info.path, plugin_path)
 
     config = builder.create_builder_config()
-    # Precision lives in the ONNX (DESIGN.md section 4): float32 tensors compute in IEEE fp32,
+    # Precision lives in the ONNX (docs/design.md section 4): float32 tensors compute in IEEE fp32,
     # not in the TF32 that TensorRT allows by default on Ampere and newer (the fp32 parity
     # threshold, max abs 1e-4, is below TF32's rounding).
     config.clear_flag(trt.BuilderFlag.TF32)

@@ -1,4 +1,4 @@
-"""The I/O contract of every exported graph and engine (DESIGN.md section 4).
+"""The I/O contract of every exported graph and engine (docs/design.md section 4).
 
 Inputs: ``image`` float32 [N,3,H,W] in [0, 1] and, for ``*_maskin_*`` exports,
 ``mask`` float32 [N,1,H,W] (1 = blurred). Outputs: ``restored`` float32 [N,3,H,W] and

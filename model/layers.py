@@ -95,9 +95,12 @@ class MaskedResBlock(nn.Module):
             nn.init.zeros_(self.conv2.conv.weight)
             nn.init.zeros_(self.conv2.conv.bias)
 
-    def residual(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(x) * (1.0 + self.gamma(guide)) + self.beta(guide)
-        return self.conv2(self.act(h))
+    def residual(self, x: torch.Tensor, guide: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
+        """``F(x, g)``. ``inside`` (1 in the image, 0 beyond it) zeroes the hidden map
+        outside the image, as conv2's zero padding sees it, when ``x`` is a tile whose
+        halo crosses the image border (the pruned forward)."""
+        h = self.act(self.conv1(x) * (1.0 + self.gamma(guide)) + self.beta(guide))
+        return self.conv2(h if inside is None else h * inside)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return x + mask * self.residual(x, guide)

@@ -76,6 +76,10 @@ class M2AENet(nn.Module):
         logits = self.mask_head(blurred)
         mask = self.gate(logits, gate, tau)
         guide, trajectory = self.motion(blurred)
+        return M2AEOutput(self.restore(blurred, mask, guide), logits, mask, trajectory)
+
+    def restore(self, blurred: torch.Tensor, mask: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """The body: the U-Net of masked blocks under ``mask``, guided by the motion features."""
         x = self.stem(blurred)
         skips = []
         for s, blocks in enumerate(self.encoder):
@@ -90,8 +94,7 @@ class M2AENet(nn.Module):
             m_s, g_s = scale_mask(mask, s), guide_at_scale(guide, s)
             for block in self.decoder[s]:
                 x = block(x, g_s, m_s)
-        restored = blurred + mask * self.proj(x)
-        return M2AEOutput(restored, logits, mask, trajectory)
+        return blurred + mask * self.proj(x)
 
 
 def count_parameters(model: nn.Module) -> int:

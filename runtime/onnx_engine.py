@@ -58,7 +58,13 @@ class OnnxRuntimeEngine:
     def min_size(self) -> int:
         return int(self.metadata.get("m2ae.min_size", self.multiple))
 
+    def close(self) -> None:
+        """Release the session now: its worker threads stop competing for the CPU."""
+        self.session = None
+
     def infer(self, image: np.ndarray, mask: np.ndarray | None = None) -> EngineOutputs:
+        if self.session is None:
+            raise UserError(f"{self.path}: this engine was closed")
         check_inputs(image, mask, self.takes_mask, self.multiple, self.min_size)
         feed = {INPUT_IMAGE: np.ascontiguousarray(image, dtype=np.float32)}
         if self.takes_mask:

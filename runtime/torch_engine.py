@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -10,12 +11,15 @@ import torch
 from m2ae.runtime.base import EngineOutputs
 from m2ae.runtime.checks import check_inputs
 
+if TYPE_CHECKING:
+    from m2ae.export.pruned import PruningConfig
+
 
 class TorchEngine:
     backend = "torch"
 
     def __init__(self, checkpoint: str | Path, pruned: bool = True, mask_input: bool = False,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", pruning: PruningConfig | None = None) -> None:
         from m2ae.export.onnx_export import DenseGraph
         from m2ae.export.pruned import PrunedM2AE
         from m2ae.model.checkpoint import load_checkpoint
@@ -23,7 +27,8 @@ class TorchEngine:
         loaded = load_checkpoint(checkpoint)
         self.config = loaded.config
         self.device = torch.device(device)
-        self.module = (PrunedM2AE(loaded.model) if pruned else DenseGraph(loaded.model)).to(self.device).eval()
+        module = PrunedM2AE(loaded.model, pruning) if pruned else DenseGraph(loaded.model)
+        self.module = module.to(self.device).eval()
         self._mask_input = mask_input
         self.metadata = {
             "m2ae.preset": loaded.config.preset,

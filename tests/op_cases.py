@@ -1,14 +1,17 @@
 """Inputs shared by every test of the MaskedGather / MaskedScatter fast paths.
 
-Random tables and indices that always reach the image borders, the shape cases
-(odd sizes, K = 0, Kt = 0, batch > 1, channel counts past one block's chunk) and a
-bitwise comparison, so the GPU kernels and their CPU emulation are held to the same
-cases against trt_plugins/reference.py.
+Tile ids that reach every image corner and border first, the shape cases (partial
+edge tiles, halo wider than the tile, tile 1, B = 0, batch > 1, channel counts past one
+block's chunk, windows larger than one block's threads) and a bitwise comparison, so
+the GPU kernels and their CPU emulation are held to the same cases against
+trt_plugins/reference.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from m2ae.trt_plugins.reference import grid_shape
 
 DTYPES = (np.float32, np.float16)
 
@@ -23,47 +26,62 @@ def assert_bit_equal(actual: np.ndarray, expected: np.ndarray) -> None:
     assert mismatches.size == 0, f"{mismatches.size} elements differ, first at flat index {mismatches[:5]}"
 
 
-def random_table(rng: np.random.Generator, t: int, k: int, kt: int, num_pixels: int) -> np.ndarray:
-    """Tokens, dense pixels and zeros mixed; first/last pixel and token at fixed spots."""
-    kind = rng.integers(0, 3 if kt else 2, size=(t, k))  # 0 dense, 1 zero, 2 token
-    dense = -2 - rng.integers(0, num_pixels, size=(t, k))
-    token = rng.integers(0, max(kt, 1), size=(t, k))
-    table = np.where(kind == 0, dense, np.where(kind == 1, -1, token)).astype(np.int32)
-    if k >= 4:
-        table[0, 0] = -2  # pixel 0
-        table[0, 1] = -2 - (num_pixels - 1)  # last pixel of the last image
-        table[-1, -1] = kt - 1 if kt else -1
-        table[-1, -2] = 0 if kt else -1
-    return table
+def num_tiles(n: int, h: int, w: int, tile: int) -> int:
+    rows, cols = grid_shape(h, w, tile)
+    return n * rows * cols
 
 
-def random_index(rng: np.random.Generator, k: int, num_pixels: int, sort: bool) -> np.ndarray:
-    index = rng.permutation(num_pixels)[:k]
-    if k >= 2:  # both borders, kept unique
-        rest = [p for p in index if p not in (0, num_pixels - 1)][: k - 2]
-        index = np.array([0, num_pixels - 1, *rest])
-        rng.shuffle(index)
-    return (np.sort(index) if sort else index).astype(np.int32)
+def random_tiles(rng: np.random.Generator, b: int, n: int, h: int, w: int, tile: int) -> np.ndarray:
+    """``b`` tile ids in random order: every image's corner cells first, then its other
+    border cells, then interior ones, so a large enough B covers every border and corner.
+
+    Unique while ``b`` does not exceed the number of cells; past that (gather only) the
+    rest repeats cells already drawn.
+    """
+    rows, cols = grid_shape(h, w, tile)
+    ty, tx = np.divmod(np.arange(rows * cols), cols)
+    corner = np.isin(ty, (0, rows - 1)) & np.isin(tx, (0, cols - 1))
+    border = np.isin(ty, (0, rows - 1)) | np.isin(tx, (0, cols - 1))
+    groups = [corner, border & ~corner, ~border]
+    cells = np.arange(rows * cols)
+    images = np.arange(n)[:, None] * rows * cols
+    order = np.concatenate([rng.permutation((images + cells[group]).ravel()) for group in groups])
+    if b > order.size:
+        order = np.concatenate([order, rng.choice(order, b - order.size)])
+    return rng.permutation(order[:b]).astype(np.int32)
+
+
+def gather_inputs(rng: np.random.Generator, n: int, c: int, h: int, w: int, tile: int, b: int,
+                  dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    return rng.standard_normal((n, c, h, w)).astype(dtype), random_tiles(rng, b, n, h, w, tile)
+
+
+def scatter_inputs(rng: np.random.Generator, n: int, c: int, h: int, w: int, tile: int, b: int,
+                   dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    base = rng.standard_normal((n, c, h, w)).astype(dtype)
+    values = rng.standard_normal((b, c, tile, tile)).astype(dtype)
+    return base, values, random_tiles(rng, b, n, h, w, tile)
 
 
 GATHER_CASES = [
-    # n, c, h, w, kt, t, k
-    (1, 3, 5, 7, 11, 9, 13),  # odd sizes, scalar path
-    (2, 16, 8, 8, 40, 9, 64),  # batch 2, 4-wide along k
-    (2, 17, 9, 5, 6, 1, 30),  # 2-wide, channel count past one block's chunk
-    (1, 4, 6, 6, 0, 9, 20),  # Kt = 0: only dense pixels and zeros
-    (1, 8, 4, 4, 5, 9, 0),  # K = 0
-    (2, 33, 3, 3, 10, 2, 1),  # one column
-    (1, 32, 48, 40, 3000, 9, 3001),  # many blocks
+    # n, c, h, w, tile, halo, b
+    (1, 3, 17, 13, 4, 1, 20),  # odd H and W: partial tiles at the right and bottom; every cell
+    (2, 17, 16, 16, 8, 2, 8),  # batch 2, channels past one block's chunk; every cell
+    (1, 1, 7, 9, 2, 5, 20),  # halo wider than the tile; every cell
+    (2, 33, 5, 6, 1, 0, 45),  # tile 1, no halo: one-pixel windows
+    (1, 4, 9, 9, 3, 0, 0),  # B = 0
+    (1, 16, 40, 36, 16, 2, 9),  # 20x20 windows: more pixels than one block's threads
+    (2, 3, 11, 11, 16, 2, 5),  # tile larger than the image; ids repeat
 ]
 
 
 SCATTER_CASES = [
-    # n, c, h, w, k
-    (1, 3, 5, 7, 10),
-    (2, 16, 8, 8, 64),
-    (2, 17, 9, 5, 31),
-    (1, 4, 6, 6, 0),  # K = 0: out == base
-    (2, 33, 3, 3, 18),  # every pixel
-    (1, 32, 40, 48, 1500),
+    # n, c, h, w, tile, b
+    (1, 3, 17, 13, 4, 20),  # odd H and W: partial tiles at the right and bottom; every cell
+    (2, 17, 16, 16, 8, 5),  # batch 2, channels past one block's chunk
+    (2, 33, 5, 6, 1, 31),  # tile 1
+    (1, 4, 9, 9, 3, 0),  # B = 0: out == base
+    (1, 16, 40, 36, 16, 9),  # 256-pixel tiles, every cell
+    (2, 3, 11, 11, 16, 2),  # tile larger than the image
+    (1, 1, 35, 37, 17, 6),  # 289-pixel tiles: more than one block's threads; partial edges
 ]

@@ -39,7 +39,7 @@ from m2ae.model.network import M2AENet
 BENCH_MODULE = "m2ae.benchmarks.bench_commands"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REQUIRED_KEYS = {"backend", "variant", "precision", "blur", "height", "width", "p50_ms", "p90_ms", "p99_ms",
-                 "mean_ms", "macs", "threads", "iters", "warmup", "throughput_ips", "blur_measured"}
+                 "mean_ms", "macs", "threads", "iters", "warmup", "throughput_ips", "blur_measured", "occupancy"}
 CONFIG = M2AEConfig(preset="custom", width=4, num_scales=3, enc_blocks=(1, 1, 1), dec_blocks=(1, 1),
                     motion_channels=4, mask_channels=4)
 
@@ -248,7 +248,11 @@ def test_bench_records_have_required_fields(bench_run):
         assert record["p50_ms"] <= record["p90_ms"] <= record["p99_ms"]
         assert record["iters"] == 2 and record["warmup"] == 1
         assert record["blur_measured"] == record["blur"]
-        assert record["macs"] > 0
+        assert record["occupancy"] == record["blur"]  # blob masks of 0% and 100%: no tile or every tile
+        if record["variant"] == "plugin" and record["blur"] == 0.0:
+            assert record["macs"] == 0, "an all-sharp frame skips the body"
+        else:
+            assert record["macs"] > 0
         if record["device"] == "cpu":
             assert record["threads"] == 1
     assert any("rounded up to 32x32" in note for note in bench_run.report.notes)
@@ -263,6 +267,8 @@ def test_bench_speedup_and_macs_consistent(bench_run):
             assert plugin.speedup_vs_dense == pytest.approx(dense.p50_ms / plugin.p50_ms)
     assert by_key[("onnx", "plugin", 0.0)].macs < by_key[("onnx", "plugin", 100.0)].macs
     assert by_key[("onnx", "dense", 0.0)].macs == by_key[("onnx", "dense", 100.0)].macs
+    # Every tile is active at 100%: above dense_above, the pruned graph runs the dense body.
+    assert by_key[("onnx", "plugin", 100.0)].macs == by_key[("onnx", "dense", 100.0)].macs
     assert by_key[("torch", "plugin", 0.0)].macs == by_key[("onnx", "plugin", 0.0)].macs
     table = format_table(bench_run.report.records)
     assert len(table.splitlines()) == len(bench_run.report.records) + 1
@@ -297,18 +303,22 @@ def test_bench_trt_skipped_or_measured(bench_run):
 
 
 def test_count_macs_on_exported_model(bench_run, rng):
+    """MACs follow the branch taken: none for an all-sharp frame, the tiled body's for a
+    few active tiles, the dense body's above ``dense_above``."""
     models = bench_run.config.models_path
-    image = rng.random((1, 3, 32, 32), dtype=np.float32)
+    size = 160  # 5 x 5 scale-0 tiles of 32
+    image = rng.random((1, 3, size, size), dtype=np.float32)
 
     def macs(variant: str, ratio: float) -> int:
-        feeds = {INPUT_IMAGE: image, INPUT_MASK: blob_mask(32, 32, ratio, seed=4)}
+        feeds = {INPUT_IMAGE: image, INPUT_MASK: blob_mask(size, size, ratio, seed=4)}
         return count_macs(models / model_filename(variant, "fp32", True), feeds)
 
-    dense = [macs("dense", r) for r in (0.0, 0.5, 1.0)]
+    dense = [macs("dense", r) for r in (0.0, 0.02, 1.0)]
     assert dense[0] == dense[1] == dense[2]
-    plugin = [macs("plugin", r) for r in (0.0, 0.5, 1.0)]
-    assert plugin[0] < plugin[1] < plugin[2]
-    assert abs(plugin[2] - dense[0]) <= 0.3 * dense[0]
+    plugin = [macs("plugin", r) for r in (0.0, 0.02, 1.0)]
+    assert plugin[0] == 0
+    assert 0 < plugin[1] < dense[0]
+    assert plugin[2] == dense[2]
 
 
 def test_bench_reuses_exported_models(bench_run):

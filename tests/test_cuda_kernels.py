@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from op_cases import DTYPES, GATHER_CASES, SCATTER_CASES, assert_bit_equal, random_index, random_table
+from op_cases import DTYPES, GATHER_CASES, SCATTER_CASES, assert_bit_equal, gather_inputs, random_tiles, scatter_inputs
 
 from m2ae.errors import UserError
 from m2ae.export.trt_builder import network_flags
@@ -94,57 +94,54 @@ def kernels(device: Device, tmp_path_factory: pytest.TempPathFactory) -> loader.
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", GATHER_CASES)
 def test_gather_matches_reference(kernels, device, rng, case, dtype) -> None:
-    n, c, h, w, kt, t, k = case
-    dense = rng.standard_normal((n, c, h, w)).astype(dtype)
-    tokens = rng.standard_normal((c, kt)).astype(dtype)
-    table = random_table(rng, t, k, kt, n * h * w)
-    expected = masked_gather(dense, tokens, table)
-    out = device.put(np.full((t * c, k), np.nan, dtype=dtype))  # unwritten elements would show
-    kernels.gather(out, device.put(dense), device.put(tokens), device.put(table))
-    assert_bit_equal(device.get(out), expected)
+    n, c, h, w, tile, halo, b = case
+    dense, tiles = gather_inputs(rng, n, c, h, w, tile, b, dtype)
+    size = tile + 2 * halo
+    out = device.put(np.full((b, c, size, size), np.nan, dtype=dtype))  # unwritten elements would show
+    kernels.gather(out, device.put(dense), device.put(tiles), tile, halo)
+    assert_bit_equal(device.get(out), masked_gather(dense, tiles, tile, halo))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gather_into_misaligned_output(kernels, device, rng, dtype) -> None:
-    """An output one element off 16-byte alignment must take the scalar path, not fault."""
-    n, c, h, w, kt, t, k = 1, 5, 7, 9, 12, 9, 40
-    dense = rng.standard_normal((n, c, h, w)).astype(dtype)
-    tokens = rng.standard_normal((c, kt)).astype(dtype)
-    table = random_table(rng, t, k, kt, n * h * w)
-    storage = device.put(np.zeros(t * c * k + 1, dtype=dtype))
-    out = storage[1:].reshape(t * c, k)
-    kernels.gather(out, device.put(dense), device.put(tokens), device.put(table))
-    assert_bit_equal(device.get(out), masked_gather(dense, tokens, table))
+    """The kernels assume no alignment: an output one element off runs and is right."""
+    n, c, h, w, tile, halo, b = 1, 5, 19, 21, 4, 1, 12
+    dense, tiles = gather_inputs(rng, n, c, h, w, tile, b, dtype)
+    size = tile + 2 * halo
+    storage = device.put(np.zeros(b * c * size * size + 1, dtype=dtype))
+    out = storage[1:].reshape(b, c, size, size)
+    kernels.gather(out, device.put(dense), device.put(tiles), tile, halo)
+    assert_bit_equal(device.get(out), masked_gather(dense, tiles, tile, halo))
+
 
 @pytest.mark.parametrize("in_place", [False, True])
-@pytest.mark.parametrize("accumulate", [0, 1])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", SCATTER_CASES)
-def test_scatter_matches_reference(kernels, device, rng, case, dtype, accumulate, in_place) -> None:
-    n, c, h, w, k = case
-    base = rng.standard_normal((n, c, h, w)).astype(dtype)
-    values = rng.standard_normal((c, k)).astype(dtype)
-    index = random_index(rng, k, n * h * w, sort=not in_place)
-    expected = masked_scatter(base, values, index, accumulate)
+def test_scatter_matches_reference(kernels, device, rng, case, dtype, in_place) -> None:
+    base, values, tiles = scatter_inputs(rng, *case, dtype)
+    expected = masked_scatter(base, values, tiles)
     base_dev = device.put(base)
     out = base_dev if in_place else device.put(np.full(base.shape, np.nan, dtype=dtype))
-    kernels.scatter(out, base_dev, device.put(values), device.put(index), accumulate)
+    kernels.scatter(out, base_dev, device.put(values), device.put(tiles))
     assert_bit_equal(device.get(out), expected)
     if not in_place:
         assert_bit_equal(device.get(base_dev), base)
 
 
-def test_wrappers_reject_mismatched_arrays(kernels, device, rng) -> None:
-    dense = device.put(np.zeros((1, 4, 3, 3), np.float32))
-    tokens = device.put(np.zeros((4, 2), np.float16))
-    table = device.put(np.full((9, 5), -1, np.int32))
+def test_wrappers_reject_mismatched_arrays(kernels, device) -> None:
+    dense = device.put(np.zeros((1, 4, 6, 6), np.float32))
+    tiles = device.put(np.arange(3, dtype=np.int32))
     with pytest.raises(ValueError, match="float32/float16"):
-        kernels.gather(device.put(np.zeros((36, 5), np.float32)), dense, tokens, table)
-    with pytest.raises(ValueError, match="out"):
-        kernels.gather(device.put(np.zeros((35, 5), np.float32)), dense, device.put(np.zeros((4, 2), np.float32)),
-                       table)
+        kernels.gather(device.put(np.zeros((3, 4, 5, 5), np.float16)), dense, tiles, 3, 1)
+    with pytest.raises(ValueError, match="out must be"):
+        kernels.gather(device.put(np.zeros((3, 4, 3, 3), np.float32)), dense, tiles, 3, 1)
+    with pytest.raises(ValueError, match="tile must be"):
+        kernels.gather(device.put(np.zeros((3, 4, 1, 1), np.float32)), dense, tiles, 0, 1)
+    with pytest.raises(ValueError, match="values must be"):
+        kernels.scatter(dense, dense, device.put(np.zeros((3, 4, 3, 2), np.float32)), tiles)
     with pytest.raises(TypeError, match="CUDA device array"):
-        kernels.scatter(np.zeros((1, 4, 3, 3), np.float32), dense, tokens, table)
+        kernels.scatter(np.zeros((1, 4, 6, 6), np.float32), dense, device.put(np.zeros((3, 4, 3, 3), np.float32)),
+                        tiles)
 
 
 # --- TensorRT one-op engines --------------------------------------------------------------
@@ -213,38 +210,33 @@ def run_one_op_engine(trt: ModuleType, op_type: str, inputs: dict[str, np.ndarra
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", [(2, 16, 8, 8, 40, 9, 64), (1, 3, 5, 7, 0, 9, 13)])
+@pytest.mark.parametrize("case", [(2, 17, 16, 16, 8, 2, 8), (1, 3, 17, 13, 4, 1, 20)])
 def test_tensorrt_gather_plugin_matches_reference(tensorrt, rng, case, dtype) -> None:
-    n, c, h, w, kt, t, k = case
-    dense = rng.standard_normal((n, c, h, w)).astype(dtype)
-    tokens = rng.standard_normal((c, kt)).astype(dtype)
-    table = random_table(rng, t, k, kt, n * h * w)
-    out = run_one_op_engine(tensorrt, GATHER_OP, {"dense": dense, "tokens": tokens, "table": table}, (t * c, k), {})
-    assert_bit_equal(out, masked_gather(dense, tokens, table))
+    n, c, h, w, tile, halo, b = case
+    dense, tiles = gather_inputs(rng, n, c, h, w, tile, b, dtype)
+    size = tile + 2 * halo
+    out = run_one_op_engine(tensorrt, GATHER_OP, {"dense": dense, "tiles": tiles}, (b, c, size, size),
+                            {"tile": tile, "halo": halo})
+    assert_bit_equal(out, masked_gather(dense, tiles, tile, halo))
 
 
-@pytest.mark.parametrize("accumulate", [0, 1])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", [(2, 17, 9, 5, 31), (1, 4, 6, 6, 0)])
-def test_tensorrt_scatter_plugin_matches_reference(tensorrt, rng, case, dtype, accumulate) -> None:
-    n, c, h, w, k = case
-    base = rng.standard_normal((n, c, h, w)).astype(dtype)
-    values = rng.standard_normal((c, k)).astype(dtype)
-    index = random_index(rng, k, n * h * w, sort=True)
-    out = run_one_op_engine(tensorrt, SCATTER_OP, {"base": base, "values": values, "index": index}, base.shape,
-                            {"accumulate": accumulate})
-    assert_bit_equal(out, masked_scatter(base, values, index, accumulate))
+@pytest.mark.parametrize("case", [(2, 17, 16, 16, 8, 5), (1, 3, 17, 13, 4, 20)])
+def test_tensorrt_scatter_plugin_matches_reference(tensorrt, rng, case, dtype) -> None:
+    base, values, tiles = scatter_inputs(rng, *case, dtype)
+    out = run_one_op_engine(tensorrt, SCATTER_OP, {"base": base, "values": values, "tiles": tiles}, base.shape, {})
+    assert_bit_equal(out, masked_scatter(base, values, tiles))
 
 
 def test_reference_inputs_are_valid(rng) -> None:
-    """The generators above feed the reference without tripping its range checks."""
-    for n, c, h, w, kt, t, k in GATHER_CASES:
-        table = random_table(rng, t, k, kt, n * h * w)
-        masked_gather(np.zeros((n, c, h, w), np.float32), np.zeros((c, kt), np.float32), table)
-    for n, c, h, w, k in SCATTER_CASES:
-        index = random_index(rng, k, n * h * w, sort=False)
-        assert np.unique(index).size == k
-        if k >= 2:
-            assert {0, n * h * w - 1} <= set(index.tolist())
-        masked_scatter(np.zeros((n, c, h, w), np.float32), np.zeros((c, k), np.float32), index)
-
+    """The generators above feed the reference without tripping its range checks, and
+    scatter ids are unique and start at the corners."""
+    for n, c, h, w, tile, halo, b in GATHER_CASES:
+        dense, tiles = gather_inputs(rng, n, c, h, w, tile, b, np.float32)
+        masked_gather(dense, tiles, tile, halo)
+    for case in SCATTER_CASES:
+        base, values, tiles = scatter_inputs(rng, *case, np.float32)
+        assert np.unique(tiles).size == tiles.size
+        masked_scatter(base, values, tiles)
+    corners = {0, 4, 15, 19}  # of the 4 x 5 grid over a 13 x 17 map in tiles of 4
+    assert corners <= set(random_tiles(rng, 4, 1, 13, 17, 4).tolist())

@@ -19,7 +19,7 @@ from onnx import TensorProto, numpy_helper
 
 from m2ae.cli import main
 from m2ae.export.onnx_export import DenseGraph, model_filename
-from m2ae.export.pruned import PrunedM2AE
+from m2ae.export.pruned import PrunedM2AE, PruningConfig
 from m2ae.model.checkpoint import save_checkpoint
 from m2ae.model.config import M2AEConfig
 from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
@@ -125,8 +125,26 @@ def test_model_checker_opset_and_metadata(exported: Exported, case: tuple[str, s
         assert dims[1].dim_value == (1 if value.name in ("mask", "blur_mask") else 3)
 
 
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``graph`` and every subgraph (``If`` branches) below it."""
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found += _graphs(attr.g)
+    return found
+
+
+def _all_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for g in _graphs(model.graph) for n in g.node]
+
+
+def _all_initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {i.name: i for g in _graphs(model.graph) for i in g.initializer}
+
+
 def _custom_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if n.domain == DOMAIN]
+    return [n for n in _all_nodes(model) if n.domain == DOMAIN]
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -141,14 +159,41 @@ def test_plugin_nodes_follow_the_contract(exported: Exported, precision: str) ->
             assert attrs[name].type == onnx.AttributeProto.STRING, f"{node.name}: {name} must be a string"
             assert attrs[name].s.decode() == value
         if node.op_type == SCATTER_OP:
-            assert attrs["accumulate"].type == onnx.AttributeProto.INT
-            assert attrs["accumulate"].i in (0, 1)
-            assert len(node.input) == 3
-        else:
             assert set(attrs) == {"plugin_version", "plugin_namespace"}
             assert len(node.input) == 3
-    # The output projection accumulates; stage write-backs replace.
-    assert {a.i for n in nodes if n.op_type == SCATTER_OP for a in n.attribute if a.name == "accumulate"} == {0, 1}
+        else:
+            assert set(attrs) == {"plugin_version", "plugin_namespace", "tile", "halo"}
+            assert attrs["tile"].type == attrs["halo"].type == onnx.AttributeProto.INT
+            assert attrs["tile"].i >= 1 and attrs["halo"].i >= 0
+            assert len(node.input) == 2
+    # Custom ops live in the tiled branch only; the top level holds the head and the switch.
+    assert not [n for n in model.graph.node if n.domain == DOMAIN]
+    metadata = {p.key: p.value for p in model.metadata_props}
+    default = PruningConfig()
+    assert metadata["m2ae.tiles"] == ",".join(str(default.tile(s)) for s in range(CONFIG.num_scales))
+    assert float(metadata["m2ae.dense_above"]) == default.dense_above
+
+
+@pytest.mark.parametrize("variant", ["plugin", "portable"])
+def test_pruned_graph_skips_all_sharp_frames_and_switches_to_dense(exported: Exported, variant: str) -> None:
+    """The composed graph: an ``If`` on any blurred pixel around an ``If`` on tile occupancy;
+    no index table uses CumSum and no constant is empty."""
+    model = onnx.load(exported.path(variant, "fp32", True))
+    ifs = [n for n in model.graph.node if n.op_type == "If"]
+    assert len(ifs) == 1 and ifs[0].output[0] == "restored"
+    branches = {a.name: a.g for a in ifs[0].attribute}
+    assert [n.op_type for n in branches["else_branch"].node] == ["Identity"]
+    assert branches["else_branch"].node[0].input[0] == "image"
+    inner = [n for n in branches["then_branch"].node if n.op_type == "If"]
+    assert len(inner) == 1
+    conv_counts = {a.name: sum(n.op_type == "Conv" for g in _graphs(a.g) for n in g.node) for a in inner[0].attribute}
+    assert conv_counts["then_branch"] > 0 and conv_counts["else_branch"] > 0
+    nodes = _all_nodes(model)
+    assert not [n for n in nodes if n.op_type == "CumSum"]
+    assert not [i.name for i in _all_initializers(model).values() if 0 in i.dims]
+    for node in nodes:
+        if node.op_type == "Constant":
+            assert 0 not in node.attribute[0].t.dims, f"{node.name} is an empty constant"
 
 
 @pytest.mark.parametrize("case", [c for c in all_models() if c[0] != "plugin"], ids=model_id)
@@ -162,13 +207,13 @@ def test_portable_and_dense_have_no_custom_nodes(exported: Exported, case: tuple
 
 
 def _mask_head_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if "/mask_head/" in n.name or n.op_type == "Softmax"]
+    return [n for n in _all_nodes(model) if "/mask_head/" in n.name or n.op_type == "Softmax"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_fp16_keeps_mask_head_fp32(exported: Exported, variant: str) -> None:
     model = onnx.load(exported.path(variant, "fp16"))
-    inits = {i.name: i for i in model.graph.initializer}
+    inits = _all_initializers(model)
     fp16_weights = [i for i in inits.values() if i.data_type == TensorProto.FLOAT16 and len(i.dims) == 4]
     assert fp16_weights, "the body's conv weights should be float16"
     head = _mask_head_nodes(model)
@@ -178,7 +223,7 @@ def test_fp16_keeps_mask_head_fp32(exported: Exported, variant: str) -> None:
             for name in node.input[1:]:
                 assert inits[name].data_type == TensorProto.FLOAT, f"{node.name}: {name} must stay float32"
     # No value on the mask path is rounded to float16 on its way in (Cast chains included).
-    producer = {out: n for n in model.graph.node for out in n.output}
+    producer = {out: n for n in _all_nodes(model) for out in n.output}
     for node in head + [n for n in model.graph.node if n.op_type == "Greater"]:
         for name in node.input:
             source = producer.get(name)
@@ -199,10 +244,10 @@ def test_fp16_keeps_mask_head_fp32(exported: Exported, variant: str) -> None:
 
 
 def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    for init in model.graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    for node in model.graph.node:
+    init = _all_initializers(model).get(name)
+    if init is not None:
+        return numpy_helper.to_array(init)
+    for node in _all_nodes(model):
         if node.op_type == "Constant" and node.output[0] == name:
             return numpy_helper.to_array(node.attribute[0].t)
     return None
@@ -211,8 +256,8 @@ def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray | None:
 @pytest.mark.parametrize("case", [(v, "int8", m) for v in VARIANTS for m in (False, True)], ids=model_id)
 def test_int8_is_symmetric_qdq_with_per_channel_weights(exported: Exported, case: tuple[str, str, bool]) -> None:
     model = onnx.load(exported.path(*case))
-    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    q = [n for n in _all_nodes(model) if n.op_type == "QuantizeLinear"]
+    dq = [n for n in _all_nodes(model) if n.op_type == "DequantizeLinear"]
     assert q and dq
     for node in q + dq:
         assert len(node.input) == 3, f"{node.name}: zero point must be explicit"
@@ -232,7 +277,7 @@ def test_int8_is_symmetric_qdq_with_per_channel_weights(exported: Exported, case
             per_channel.append(node.name)
     assert per_channel, "no per-channel int8 weights"
     # The mask head's convs are not quantised: float32 weights, and unquantised inputs.
-    producer = {out: n for n in model.graph.node for out in n.output}
+    producer = {out: n for n in _all_nodes(model) for out in n.output}
     for node in _mask_head_nodes(model):
         if node.op_type == "Conv":
             weight = _initializer(model, node.input[1])
@@ -243,7 +288,7 @@ def test_int8_is_symmetric_qdq_with_per_channel_weights(exported: Exported, case
     # nodes that are not Conv/MatMul, never a DequantizeLinear'd copy of it.
     quantized_image = {n.output[0] for n in dq if producer.get(n.input[0]) is not None
                        and producer[n.input[0]].input[0] == "image"}
-    for node in model.graph.node:
+    for node in _all_nodes(model):
         if node.op_type not in ("Conv", "MatMul"):
             assert not quantized_image & set(node.input), f"{node.name} ({node.op_type}) reads the quantised image"
 

@@ -1,193 +1,319 @@
 """Properties of the numpy reference of MaskedGather / MaskedScatter (the op definition).
 
-Expected values come from explicit element-by-element loops written here from the
-DESIGN.md section 3 formulas, not from the code under test.
+Expected values come from element-by-element loops written here from the formulas in
+reference.py's docstring (the tile grid is enumerated cell by cell, every output element
+is computed on its own), not from the code under test.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from op_cases import DTYPES, GATHER_CASES, SCATTER_CASES, assert_bit_equal, gather_inputs, random_tiles, scatter_inputs
 
 from m2ae.trt_plugins import reference
 
+# ---------------------------------------------------------------- independent loop definitions
 
-def loop_gather(dense: np.ndarray, tokens: np.ndarray, table: np.ndarray) -> np.ndarray:
+
+def grid_cells(n: int, h: int, w: int, tile: int) -> list[tuple[int, int, int]]:
+    """(image, top row, left column) of every cell, listed in tile-id order."""
+    return [(image, y0, x0) for image in range(n) for y0 in range(0, h, tile) for x0 in range(0, w, tile)]
+
+
+def loop_gather(dense: np.ndarray, tiles: np.ndarray, tile: int, halo: int) -> np.ndarray:
     n, c, h, w = dense.shape
-    t, k = table.shape
-    out = np.full((t * c, k), np.nan, dtype=np.float64)
-    for ti in range(t):
-        for ki in range(k):
-            v = int(table[ti, ki])
-            for ci in range(c):
-                if v >= 0:
-                    value = tokens[ci, v]
-                elif v == -1:
-                    value = 0.0
-                else:
-                    p = -2 - v
-                    value = dense[p // (h * w), ci, (p % (h * w)) // w, p % w]
-                out[ti * c + ci, ki] = value
-    return out
-
-
-def loop_scatter(base: np.ndarray, values: np.ndarray, index: np.ndarray, accumulate: int) -> np.ndarray:
-    n, c, h, w = base.shape
-    out = base.copy()
-    for ki, p in enumerate(index.tolist()):
-        ni, hi, wi = p // (h * w), (p % (h * w)) // w, p % w
+    cells = grid_cells(n, h, w, tile)
+    size = tile + 2 * halo
+    out = np.full((len(tiles), c, size, size), np.nan, dtype=dense.dtype)
+    for b, v in enumerate(tiles.tolist()):
+        image, y0, x0 = cells[v]
         for ci in range(c):
-            if accumulate:
-                out[ni, ci, hi, wi] = out[ni, ci, hi, wi] + values[ci, ki]
-            else:
-                out[ni, ci, hi, wi] = values[ci, ki]
+            for i in range(size):
+                for j in range(size):
+                    y, x = y0 - halo + i, x0 - halo + j
+                    out[b, ci, i, j] = dense[image, ci, y, x] if 0 <= y < h and 0 <= x < w else 0
     return out
 
 
-def random_table(rng: np.random.Generator, t: int, k: int, kt: int, num_pixels: int) -> np.ndarray:
-    return rng.integers(-1 - num_pixels, kt, size=(t, k)).astype(np.int32)
+def loop_scatter(base: np.ndarray, values: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+    n, c, h, w = base.shape
+    tile = values.shape[3]
+    cells = grid_cells(n, h, w, tile)
+    out = base.copy()
+    for b, v in enumerate(tiles.tolist()):
+        image, y0, x0 = cells[v]
+        for ci in range(c):
+            for i in range(tile):
+                for j in range(tile):
+                    if y0 + i < h and x0 + j < w:
+                        out[image, ci, y0 + i, x0 + j] = values[b, ci, i, j]
+    return out
+
+
+def written_mask(shape: tuple[int, ...], tiles: np.ndarray, tile: int) -> np.ndarray:
+    """[N, H, W] bool: pixels that some tile of ``tiles`` covers."""
+    n, _, h, w = shape
+    cells = grid_cells(n, h, w, tile)
+    mask = np.zeros((n, h, w), dtype=bool)
+    for v in tiles.tolist():
+        image, y0, x0 = cells[v]
+        mask[image, y0 : y0 + tile, x0 : x0 + tile] = True
+    return mask
+
+
+def random_bits(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """Arbitrary bit patterns, NaN payloads, infinities and negative zeros included."""
+    uint = np.uint32 if dtype == np.float32 else np.uint16
+    return rng.integers(0, np.iinfo(uint).max, size=shape, dtype=uint, endpoint=True).view(dtype)
+
+
+def test_loop_definitions_hand_example() -> None:
+    # The loops themselves, on a 1x1x3x3 map cut into 2x2 tiles (a 2x2 grid, partial edges).
+    dense = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)
+    got = loop_gather(dense, np.array([3, 0], np.int32), 2, 1)
+    assert got[0, 0].tolist() == [[5, 6, 0, 0], [8, 9, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert got[1, 0].tolist() == [[0, 0, 0, 0], [0, 1, 2, 3], [0, 4, 5, 6], [0, 7, 8, 9]]
+    scattered = loop_scatter(dense, np.full((1, 1, 2, 2), -1, np.float32), np.array([1], np.int32))
+    assert scattered[0, 0].tolist() == [[1, 2, -1], [4, 5, -1], [7, 8, 9]]
+
+
+# ---------------------------------------------------------------- gather
 
 
 def test_gather_hand_example() -> None:
-    # dense [1, 2, 2, 2]: channel c at pixel p holds 10*c + p; tokens hold 100 + ...
-    dense = np.array([[[[0, 1], [2, 3]], [[10, 11], [12, 13]]]], dtype=np.float32)
-    tokens = np.array([[100, 101, 102], [200, 201, 202]], dtype=np.float32)
-    table = np.array([[2, -1, -2, -5], [0, -3, 1, -1]], dtype=np.int32)
-    expected = np.array(
-        [
-            [102, 0, 0, 3],  # t=0, c=0
-            [202, 0, 10, 13],  # t=0, c=1
-            [100, 1, 101, 0],  # t=1, c=0
-            [200, 11, 201, 0],  # t=1, c=1
-        ],
-        dtype=np.float32,
-    )
-    np.testing.assert_array_equal(reference.masked_gather(dense, tokens, table), expected)
+    # 1 image, 2 channels, 3x5, tile 2 -> grid 2 rows x 3 cols; channel c holds 100*c + 10*y + x.
+    y, x = np.mgrid[0:3, 0:5]
+    dense = np.stack([10 * y + x, 100 + 10 * y + x]).astype(np.float32)[None]
+    out = reference.masked_gather(dense, np.array([5, 1], np.int32), tile=2, halo=1)
+    assert out.shape == (2, 2, 4, 4) and out.dtype == np.float32
+    # tile 5 = cell (1, 2): rows 1..4, cols 3..6 of the image, only rows 1-2, cols 3-4 inside.
+    assert out[0, 0].tolist() == [[13, 14, 0, 0], [23, 24, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    # tile 1 = cell (0, 1): rows -1..2, cols 1..4.
+    assert out[1, 1].tolist() == [[0, 0, 0, 0], [101, 102, 103, 104], [111, 112, 113, 114], [121, 122, 123, 124]]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize(
-    "shape",
-    [(1, 3, 4, 5, 6, 9, 7), (2, 2, 3, 3, 0, 9, 5), (1, 4, 2, 3, 5, 1, 4), (2, 1, 1, 1, 3, 3, 6), (1, 2, 3, 3, 4, 9, 0)],
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", GATHER_CASES)
+def test_gather_matches_loops(rng: np.random.Generator, dtype: type, case: tuple[int, ...]) -> None:
+    n, c, h, w, tile, halo, b = case
+    dense, tiles = gather_inputs(rng, n, c, h, w, tile, b, dtype)
+    before = dense.copy()
+    got = reference.masked_gather(dense, tiles, tile, halo)
+    assert got.shape == (b, c, tile + 2 * halo, tile + 2 * halo) and got.flags.c_contiguous
+    assert_bit_equal(got, loop_gather(dense, tiles, tile, halo))
+    assert_bit_equal(dense, before)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 11), w=st.integers(1, 11),
+    tile=st.integers(1, 6), halo=st.integers(0, 7), extra=st.integers(0, 3), seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from(DTYPES),
 )
-def test_gather_matches_loops(rng: np.random.Generator, dtype: type, shape: tuple[int, ...]) -> None:
-    n, c, h, w, kt, t, k = shape
+def test_gather_random_shapes(n: int, c: int, h: int, w: int, tile: int, halo: int, extra: int, seed: int,
+                              dtype: type) -> None:
+    rng = np.random.default_rng(seed)
+    num = len(grid_cells(n, h, w, tile))
+    b = int(rng.integers(0, num + extra + 1))  # past the cell count ids repeat
+    dense = random_bits(rng, (n, c, h, w), dtype)  # copies must keep every bit pattern
+    tiles = random_tiles(rng, b, n, h, w, tile)
+    assert_bit_equal(reference.masked_gather(dense, tiles, tile, halo), loop_gather(dense, tiles, tile, halo))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gather_every_cell_border_and_corner(rng: np.random.Generator, dtype: type) -> None:
+    # Odd sizes, partial last row and column, halo > tile: every cell in id order.
+    n, c, h, w, tile, halo = 2, 2, 7, 10, 3, 4
     dense = rng.standard_normal((n, c, h, w)).astype(dtype)
-    tokens = rng.standard_normal((c, kt)).astype(dtype)
-    table = random_table(rng, t, k, kt, n * h * w)
-    got = reference.masked_gather(dense, tokens, table)
-    assert got.dtype == dtype and got.shape == (t * c, k)
-    np.testing.assert_array_equal(got, loop_gather(dense, tokens, table).astype(dtype))
+    tiles = np.arange(len(grid_cells(n, h, w, tile)), dtype=np.int32)
+    got = reference.masked_gather(dense, tiles, tile, halo)
+    assert_bit_equal(got, loop_gather(dense, tiles, tile, halo))
+    # Corners of image 1: the first window's top-left halo is zero, its centre the map's corner.
+    first, last = 3 * 4, 2 * 3 * 4 - 1
+    assert not got[first, :, :halo].any() and not got[first, :, :, :halo].any()
+    assert_bit_equal(got[first, :, halo : halo + tile, halo : halo + tile], dense[1, :, :3, :3])
+    # Last cell (2, 3) of image 1 covers rows 6.., cols 9..: one pixel in the image.
+    assert_bit_equal(got[last, :, halo, halo], dense[1, :, 6, 9])
+    assert not got[last, :, halo + 1 :].any() and not got[last, :, :, halo + 1 :].any()
 
 
-def test_gather_borders_and_extremes(rng: np.random.Generator) -> None:
-    n, c, h, w, kt = 2, 3, 4, 5, 4
-    dense = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    tokens = rng.standard_normal((c, kt)).astype(np.float32)
-    last_pixel = n * h * w - 1
-    table = np.array([[-2, -2 - last_pixel, kt - 1, 0, -1, -2 - (h * w - 1), -2 - h * w]], dtype=np.int32)
-    got = reference.masked_gather(dense, tokens, table)
-    np.testing.assert_array_equal(got, loop_gather(dense, tokens, table).astype(np.float32))
-    np.testing.assert_array_equal(got[:, 0], dense[0, :, 0, 0])
-    np.testing.assert_array_equal(got[:, 1], dense[1, :, h - 1, w - 1])
-    np.testing.assert_array_equal(got[:, 6], dense[1, :, 0, 0])
+def test_gather_halo_zero_tile_one_is_a_pixel_pick(rng: np.random.Generator) -> None:
+    dense = rng.standard_normal((2, 3, 4, 5)).astype(np.float16)
+    tiles = np.array([0, 39, 7, 7, 20], np.int32)
+    got = reference.masked_gather(dense, tiles, 1, 0)
+    assert got.shape == (5, 3, 1, 1)
+    pixels = dense.transpose(0, 2, 3, 1).reshape(-1, 3)  # pixel id n*H*W + y*W + x
+    assert_bit_equal(got[:, :, 0, 0], pixels[tiles])
 
 
-def test_gather_all_minus_one_is_zero(rng: np.random.Generator) -> None:
-    dense = rng.standard_normal((1, 2, 3, 3)).astype(np.float16)
-    tokens = np.zeros((2, 0), dtype=np.float16)
-    got = reference.masked_gather(dense, tokens, np.full((9, 4), -1, dtype=np.int32))
-    assert got.shape == (18, 4) and not got.any()
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("accumulate", [0, 1])
-@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (2, 2, 3, 3), (1, 1, 1, 1), (2, 4, 1, 7)])
-def test_scatter_matches_loops(rng: np.random.Generator, dtype: type, accumulate: int, shape: tuple[int, ...]) -> None:
-    n, c, h, w = shape
-    base = rng.standard_normal(shape).astype(dtype)
-    for k in (0, 1, n * h * w // 2, n * h * w):
-        index = rng.permutation(n * h * w)[:k].astype(np.int32)
-        values = rng.standard_normal((c, k)).astype(dtype)
-        got = reference.masked_scatter(base, values, index, accumulate)
-        assert got.dtype == dtype and got.shape == shape and got.flags.c_contiguous
-        np.testing.assert_array_equal(got, loop_scatter(base, values, index, accumulate))
-
-
-def test_scatter_empty_is_copy_of_base(rng: np.random.Generator) -> None:
-    base = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
-    out = reference.masked_scatter(base, np.zeros((2, 0), np.float32), np.zeros(0, np.int32), 1)
-    np.testing.assert_array_equal(out, base)
-    out[0, 0, 0, 0] += 1
-    assert out[0, 0, 0, 0] != base[0, 0, 0, 0]
-
-
-def test_scatter_does_not_modify_base(rng: np.random.Generator) -> None:
-    base = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
-    before = base.copy()
-    reference.masked_scatter(base, np.ones((2, 2), np.float32), np.array([0, 8], np.int32), 1)
-    np.testing.assert_array_equal(base, before)
-
-
-def test_scatter_accumulate_adds(rng: np.random.Generator) -> None:
-    base = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2)
-    values = np.array([[10.0], [20.0]], dtype=np.float32)
-    index = np.array([3], dtype=np.int32)
-    replaced = reference.masked_scatter(base, values, index, 0)
-    added = reference.masked_scatter(base, values, index, 1)
-    assert replaced[0, :, 1, 1].tolist() == [10.0, 20.0]
-    assert added[0, :, 1, 1].tolist() == [13.0, 27.0]
-
-
-GATHER_ERRORS = [
-    (lambda d, t, tb: (d.astype(np.float64), t, tb), "dense must be float32 or float16"),
-    (lambda d, t, tb: (d, t, tb.astype(np.int64)), "table must be int32"),
-    (lambda d, t, tb: (d[0], t, tb), r"dense must be \[N,C,H,W\]"),
-    (lambda d, t, tb: (d, t[0], tb), r"tokens must be \[C,Kt\] and table \[T,K\]"),
-    (lambda d, t, tb: (d, t, tb[0]), r"tokens must be \[C,Kt\] and table \[T,K\]"),
-    (lambda d, t, tb: (d, t.astype(np.float16), tb), "tokens dtype float16 differs from dense dtype float32"),
-    (lambda d, t, tb: (d, t[:1], tb), "tokens have 1 channels, dense has 2"),
-    (lambda d, t, tb: (d, t, np.array([[3]], np.int32)), "table value 3 out of range"),
-    (lambda d, t, tb: (d, t, np.array([[-1 - 18 - 1]], np.int32)), "table value -20 out of range"),
-]
-
-
-@pytest.mark.parametrize(("mutate", "message"), GATHER_ERRORS)
-def test_gather_errors(rng: np.random.Generator, mutate, message: str) -> None:  # noqa: ANN001
-    dense = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
-    tokens = rng.standard_normal((2, 3)).astype(np.float32)
-    table = np.array([[0, -1, -2]], dtype=np.int32)
-    with pytest.raises(ValueError, match=message):
-        reference.masked_gather(*mutate(dense, tokens, table))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gather_empty(rng: np.random.Generator, dtype: type) -> None:
+    dense = rng.standard_normal((1, 4, 9, 9)).astype(dtype)
+    got = reference.masked_gather(dense, np.zeros(0, np.int32), 3, 2)
+    assert got.shape == (0, 4, 7, 7) and got.dtype == dtype
+    got = reference.masked_gather(np.zeros((0, 4, 9, 9), dtype), np.zeros(0, np.int32), 3, 2)  # N = 0 too
+    assert got.shape == (0, 4, 7, 7)
 
 
 def test_gather_accepts_range_limits(rng: np.random.Generator) -> None:
-    dense = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
-    tokens = rng.standard_normal((2, 3)).astype(np.float32)
-    table = np.array([[2, -1 - 18]], dtype=np.int32)
-    got = reference.masked_gather(dense, tokens, table)
-    np.testing.assert_array_equal(got[:, 0], tokens[:, 2])
-    np.testing.assert_array_equal(got[:, 1], dense[1, :, 2, 2])
+    dense = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)  # tile 2: 2x2 cells per image, 8 ids
+    got = reference.masked_gather(dense, np.array([7, 0], np.int32), 2, 0)
+    assert_bit_equal(got[0, :, 0, 0], dense[1, :, 2, 2])
+    assert_bit_equal(got[1], dense[0, :, :2, :2])
 
 
-SCATTER_ERRORS = [
-    (lambda b, v, i, a: (b.astype(np.float64), v, i, a), "base must be float32 or float16"),
-    (lambda b, v, i, a: (b, v, i.astype(np.int64), a), "index must be int32"),
-    (lambda b, v, i, a: (b[0], v, i, a), r"base must be \[N,C,H,W\]"),
-    (lambda b, v, i, a: (b, v[0], i, a), r"values must be \[C,K\] and index \[K\]"),
-    (lambda b, v, i, a: (b, v.astype(np.float16), i, a), "values dtype float16 differs from base dtype float32"),
-    (lambda b, v, i, a: (b, v[:, :1], i, a), r"values must be \[2, 2\] to match base and index"),
-    (lambda b, v, i, a: (b, v, i, 2), "accumulate must be 0 or 1, got 2"),
-    (lambda b, v, i, a: (b, v, np.array([0, 18], np.int32), a), r"index values must lie in \[0, 18\)"),
-    (lambda b, v, i, a: (b, v, np.array([-1, 3], np.int32), a), r"index values must lie in \[0, 18\)"),
-    (lambda b, v, i, a: (b, v, np.array([4, 4], np.int32), a), "index values must be unique"),
+# ---------------------------------------------------------------- scatter
+
+
+def test_scatter_hand_example() -> None:
+    base = np.zeros((1, 1, 3, 5), np.float32)
+    values = np.arange(1, 9, dtype=np.float32).reshape(2, 1, 2, 2)
+    out = reference.masked_scatter(base, values, np.array([5, 0], np.int32))
+    assert out[0, 0].tolist() == [[5, 6, 0, 0, 0], [7, 8, 0, 0, 0], [0, 0, 0, 0, 1]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SCATTER_CASES)
+def test_scatter_matches_loops(rng: np.random.Generator, dtype: type, case: tuple[int, ...]) -> None:
+    n, c, h, w, tile, b = case
+    base, values, tiles = scatter_inputs(rng, n, c, h, w, tile, b, dtype)
+    before = base.copy()
+    got = reference.masked_scatter(base, values, tiles)
+    assert got.shape == base.shape and got.flags.c_contiguous and got is not base
+    assert_bit_equal(got, loop_scatter(base, values, tiles))
+    assert_bit_equal(base, before)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 11), w=st.integers(1, 11),
+    tile=st.integers(1, 6), seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(DTYPES),
+)
+def test_scatter_replaces_only_tile_pixels(n: int, c: int, h: int, w: int, tile: int, seed: int,
+                                           dtype: type) -> None:
+    rng = np.random.default_rng(seed)
+    b = int(rng.integers(0, len(grid_cells(n, h, w, tile)) + 1))
+    base = random_bits(rng, (n, c, h, w), dtype)
+    values = random_bits(rng, (b, c, tile, tile), dtype)
+    tiles = random_tiles(rng, b, n, h, w, tile)
+    got = reference.masked_scatter(base, values, tiles)
+    assert_bit_equal(got, loop_scatter(base, values, tiles))
+    untouched = ~written_mask(base.shape, tiles, tile)
+    untouched = np.broadcast_to(untouched[:, None], base.shape)
+    assert_bit_equal(got[untouched], base[untouched])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scatter_every_cell(rng: np.random.Generator, dtype: type) -> None:
+    # Every cell, partial ones included: the result is the values' tiled mosaic, cropped.
+    n, c, h, w, tile = 2, 3, 7, 5, 3
+    rows, cols = 3, 2
+    base = rng.standard_normal((n, c, h, w)).astype(dtype)
+    values = rng.standard_normal((n * rows * cols, c, tile, tile)).astype(dtype)
+    tiles = rng.permutation(n * rows * cols).astype(np.int32)
+    got = reference.masked_scatter(base, values[tiles], tiles)
+    mosaic = values.reshape(n, rows, cols, c, tile, tile).transpose(0, 3, 1, 4, 2, 5).reshape(n, c, 9, 6)
+    assert_bit_equal(got, np.ascontiguousarray(mosaic[:, :, :h, :w]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scatter_empty_is_copy_of_base(rng: np.random.Generator, dtype: type) -> None:
+    base = random_bits(rng, (1, 2, 3, 3), dtype)
+    out = reference.masked_scatter(base, np.zeros((0, 2, 2, 2), dtype), np.zeros(0, np.int32))
+    assert_bit_equal(out, base)
+    assert not np.shares_memory(out, base)
+
+
+def test_scatter_tile_larger_than_image(rng: np.random.Generator) -> None:
+    base = rng.standard_normal((2, 1, 3, 2)).astype(np.float32)
+    values = rng.standard_normal((1, 1, 5, 5)).astype(np.float32)
+    out = reference.masked_scatter(base, values, np.array([1], np.int32))  # one cell per image
+    assert_bit_equal(out[0], base[0])
+    assert_bit_equal(out[1, 0], values[0, 0, :3, :2])
+
+
+def test_scatter_then_gather_round_trip(rng: np.random.Generator) -> None:
+    base = rng.standard_normal((2, 3, 9, 7)).astype(np.float16)
+    values = rng.standard_normal((5, 3, 4, 4)).astype(np.float16)
+    tiles = random_tiles(rng, 5, 2, 9, 7, 4)
+    out = reference.masked_scatter(base, values, tiles)
+    back = reference.masked_gather(out, tiles, 4, 0)
+    inside = back != 0  # windows of partial cells read 0 outside the image
+    assert_bit_equal(back[inside], values[inside])
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _gather_args() -> dict:
+    # 2 images, 3x3, tile 2: 2x2 cells each, ids 0..7.
+    return {"dense": np.zeros((2, 2, 3, 3), np.float32), "tiles": np.array([0, 7], np.int32), "tile": 2, "halo": 1}
+
+
+GATHER_ERRORS = [
+    ({"dense": np.zeros((2, 2, 3, 3), np.float64)}, "dense must be float32 or float16, got float64"),
+    ({"dense": np.zeros((2, 2, 3, 3), np.int32)}, "dense must be float32 or float16, got int32"),
+    ({"dense": np.zeros((2, 3, 3), np.float32)}, r"dense must be \[N,C,H,W\], got shape \(2, 3, 3\)"),
+    ({"dense": np.zeros((1, 2, 2, 3, 3), np.float32)}, r"dense must be \[N,C,H,W\], got shape \(1, 2, 2, 3, 3\)"),
+    ({"tile": 0}, "tile must be >= 1 and halo >= 0, got tile=0, halo=1"),
+    ({"tile": -3}, "tile must be >= 1 and halo >= 0, got tile=-3, halo=1"),
+    ({"halo": -1}, "tile must be >= 1 and halo >= 0, got tile=2, halo=-1"),
+    ({"tiles": np.array([0, 7], np.int64)}, "tiles must be int32, got int64"),
+    ({"tiles": np.array([0, 7], np.uint32)}, "tiles must be int32, got uint32"),
+    ({"tiles": np.array([[0, 7]], np.int32)}, r"tiles must be \[B\], got shape \(1, 2\)"),
+    ({"tiles": np.array(3, np.int32)}, r"tiles must be \[B\], got shape \(\)"),
+    ({"tiles": np.array([0, 8], np.int32)}, r"tile ids must lie in \[0, 8\), got \[0, 8\]"),
+    ({"tiles": np.array([-1, 3], np.int32)}, r"tile ids must lie in \[0, 8\), got \[-1, 3\]"),
+    ({"tiles": np.array([2], np.int32), "tile": 3}, r"tile ids must lie in \[0, 2\), got \[2, 2\]"),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "message"), SCATTER_ERRORS)
-def test_scatter_errors(rng: np.random.Generator, mutate, message: str) -> None:  # noqa: ANN001
-    base = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
-    values = rng.standard_normal((2, 2)).astype(np.float32)
-    index = np.array([0, 17], dtype=np.int32)
-    with pytest.raises(ValueError, match=message):
-        reference.masked_scatter(*mutate(base, values, index, 0))
+@pytest.mark.parametrize(("override", "message"), GATHER_ERRORS)
+def test_gather_errors(override: dict, message: str) -> None:
+    reference.masked_gather(**_gather_args())  # the unmodified arguments are valid
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        reference.masked_gather(**{**_gather_args(), **override})
+
+
+def test_gather_repeated_ids_are_valid(rng: np.random.Generator) -> None:
+    dense = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    out = reference.masked_gather(dense, np.array([3, 3], np.int32), 2, 1)
+    assert_bit_equal(out[0], out[1])
+
+
+def _scatter_args() -> dict:
+    # 2 images, 2 channels, 3x3, tile 2: ids 0..7.
+    return {"base": np.zeros((2, 2, 3, 3), np.float32), "values": np.ones((2, 2, 2, 2), np.float32),
+            "tiles": np.array([0, 7], np.int32)}
+
+
+SCATTER_ERRORS = [
+    ({"base": np.zeros((2, 2, 3, 3), np.float64)}, "base must be float32 or float16, got float64"),
+    ({"base": np.zeros((2, 3, 3), np.float32)}, r"base must be \[N,C,H,W\], got shape \(2, 3, 3\)"),
+    ({"values": np.ones((2, 2, 2), np.float32)}, r"values must be \[B,C,tile,tile\], got shape \(2, 2, 2\)"),
+    ({"values": np.ones((2, 2, 2, 3), np.float32)}, r"values must be \[B,C,tile,tile\], got shape \(2, 2, 2, 3\)"),
+    ({"values": np.ones((2, 2, 2, 2), np.float16)}, "values dtype float16 differs from base dtype float32"),
+    ({"values": np.ones((2, 2, 2, 2), np.float64)}, "values dtype float64 differs from base dtype float32"),
+    ({"values": np.ones((2, 2, 0, 0), np.float32)}, "values must hold tiles of at least 1x1 pixel"),
+    ({"values": np.ones((3, 2, 2, 2), np.float32)},
+     r"values must be \[B, 2, tile, tile\] and tiles \[B\], got \(3, 2, 2, 2\) and \(2,\)"),
+    ({"values": np.ones((2, 1, 2, 2), np.float32)},
+     r"values must be \[B, 2, tile, tile\] and tiles \[B\], got \(2, 1, 2, 2\) and \(2,\)"),
+    ({"tiles": np.array([[0, 7]], np.int32)},
+     r"values must be \[B, 2, tile, tile\] and tiles \[B\], got \(2, 2, 2, 2\) and \(1, 2\)"),
+    ({"tiles": np.array([0, 7], np.int64)}, "tiles must be int32, got int64"),
+    ({"tiles": np.array([0, 8], np.int32)}, r"tile ids must lie in \[0, 8\), got \[0, 8\]"),
+    ({"tiles": np.array([-2, 1], np.int32)}, r"tile ids must lie in \[0, 8\), got \[-2, 1\]"),
+    ({"values": np.ones((2, 2, 3, 3), np.float32)}, r"tile ids must lie in \[0, 2\), got \[0, 7\]"),  # tile 3
+    ({"tiles": np.array([5, 5], np.int32)}, "tile ids must be unique"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), SCATTER_ERRORS)
+def test_scatter_errors(override: dict, message: str) -> None:
+    reference.masked_scatter(**_scatter_args())
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        reference.masked_scatter(**{**_scatter_args(), **override})

@@ -1,4 +1,5 @@
-"""The pruned forward equals the dense-masked forward for any mask; its index tables are sound."""
+"""The pruned forward equals the dense-masked forward for any mask, on every path it takes
+(skip, tiles, dense), for any tiling; its tile ids and in-image indicators are sound."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import pytest
 import torch
 from factories import perturbed_model
 
-from m2ae.export.pruned import PrunedM2AE, build_tables
-from m2ae.export.reparam import NEIGHBOUR_OFFSETS, fold_branches
+from m2ae.export.pruned import PrunedBody, PrunedM2AE, PruningConfig, active_tiles, tile_inside, tile_occupancy
+from m2ae.export.reparam import deploy_form, fold_branches
 from m2ae.model.config import M2AEConfig
-from m2ae.model.network import M2AENet, scale_mask
+from m2ae.model.network import M2AENet
 
 TOL = 1e-4
+#: the tiled body for every non-empty mask (no switch to the dense body)
+TILES_ALWAYS = PruningConfig(dense_above=1.0)
 SMALL = M2AEConfig(width=4, num_scales=3, enc_blocks=(1, 1, 2), dec_blocks=(1, 1), motion_channels=4, mask_channels=4)
 #: no blocks at some stages, two scales, a dilated predicted mask
 SPARSE = M2AEConfig(
@@ -22,9 +25,9 @@ SPARSE = M2AEConfig(
 
 @pytest.fixture(scope="module")
 def nets() -> tuple[M2AENet, M2AENet, PrunedM2AE]:
-    """(training-form model, folded dense reference, pruned)"""
+    """(training-form model, folded dense reference, pruned on tiles whatever the mask)"""
     model = perturbed_model(SMALL, seed=0)
-    return model, fold_branches(model), PrunedM2AE(model)
+    return model, fold_branches(model), PrunedM2AE(model, TILES_ALWAYS)
 
 
 def random_image(n: int, height: int, width: int, seed: int) -> torch.Tensor:
@@ -123,7 +126,7 @@ def test_pruned_matches_dense_predicted_mask(nets, shape: tuple[int, int, int]) 
 def test_pruned_sparse_config_predicted_and_given_masks() -> None:
     """Stages without blocks, two scales, and a dilated predicted mask."""
     model = perturbed_model(SPARSE, seed=1)
-    folded, pruned = fold_branches(model), PrunedM2AE(model)
+    folded, pruned = fold_branches(model), PrunedM2AE(model, TILES_ALWAYS)
     image = random_image(2, 28, 36, seed=3)
     with torch.no_grad():
         reference = folded(image, gate="pred")
@@ -134,104 +137,100 @@ def test_pruned_sparse_config_predicted_and_given_masks() -> None:
     check_pruned((model, folded, pruned), image, given)
 
 
-# ---- build_tables ---------------------------------------------------------------------
+@pytest.mark.parametrize("tiles", [(2,), (4, 4, 2), (8, 4), (6, 16, 3), (32,)])
+def test_pruned_matches_dense_for_any_tiling(nets, tiles: tuple[int, ...]) -> None:
+    """Tiles smaller than the halo, larger than the map, not dividing H or W: all exact."""
+    model, folded, _ = nets
+    pruned = PrunedM2AE(model, PruningConfig(tiles=tiles, dense_above=1.0))
+    image = random_image(2, 36, 44, seed=len(tiles))
+    mask = random_mask(2, 36, 44, 0.03, seed=5)
+    mask[1, 0, -1, -1] = 1.0  # a corner pixel, inside a partial tile for most sides
+    check_pruned((model, folded, pruned), image, mask)
 
 
-def expected_tables(mask: np.ndarray) -> dict[str, np.ndarray]:
-    """The tables from their definition, pixel by pixel (independent of build_tables)."""
+def test_odd_scale0_tile_is_refused() -> None:
+    with pytest.raises(ValueError, match="must be even"):
+        PrunedBody(deploy_form(perturbed_model(SMALL, seed=0)), PruningConfig(tiles=(5,)))
+
+
+@pytest.mark.parametrize(("tiles", "dense_above"), [((), 0.5), ((0,), 0.5), ((16,), -0.1), ((16,), 1.5)])
+def test_pruning_config_rejects_bad_values(tiles: tuple[int, ...], dense_above: float) -> None:
+    with pytest.raises(ValueError):
+        PruningConfig(tiles=tiles, dense_above=dense_above)
+
+
+def test_forward_takes_skip_tiles_and_dense_paths(nets, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All sharp: no body runs and the image comes back. Above ``dense_above``: the dense
+    body. Otherwise: the tiled body. Every path equals the dense-masked forward."""
+    model, folded, _ = nets
+    pruned = PrunedM2AE(model, PruningConfig(tiles=(8,), dense_above=0.5))
+    calls: list[str] = []
+    for name in ("pruned", "dense"):
+        body = getattr(pruned, name)
+        monkeypatch.setattr(body, "forward", lambda *a, _f=body.forward, _n=name: calls.append(_n) or _f(*a))
+    image = random_image(1, 32, 32, seed=11)
+    cases = {"skip": torch.zeros(1, 1, 32, 32), "pruned": torch.zeros(1, 1, 32, 32), "dense": torch.zeros(1, 1, 32, 32)}
+    cases["pruned"][..., 3:6, 3:20] = 1.0  # 3 of 16 tiles
+    cases["dense"][..., 3:6, :] = 1.0  # 4 tiles...
+    cases["dense"][..., 20:30, 2:30] = 1.0  # ...and 8 more: 12 of 16 > 0.5
+    for expected, mask in cases.items():
+        calls.clear()
+        check_pruned((model, folded, pruned), image, mask)
+        assert calls == ([] if expected == "skip" else [expected])
+    with torch.no_grad():
+        restored, _ = pruned(image, cases["skip"])
+    assert torch.equal(restored, image)
+
+
+# ---- tile ids and in-image indicators ---------------------------------------------------
+
+
+def expected_tile_ids(mask: np.ndarray, tile: int) -> np.ndarray:
+    """Active tile ids from the definition, cell by cell."""
     n, _, height, width = mask.shape
-    in_a = mask[:, 0] > 0.5
-    in_d = np.zeros_like(in_a)
-    for dy, dx in NEIGHBOUR_OFFSETS:
-        shifted = np.zeros_like(in_a)
-        ys, yd = slice(max(dy, 0), height + min(dy, 0)), slice(max(-dy, 0), height + min(-dy, 0))
-        xs, xd = slice(max(dx, 0), width + min(dx, 0)), slice(max(-dx, 0), width + min(-dx, 0))
-        shifted[:, yd, xd] = in_a[:, ys, xs]
-        in_d |= shifted
-    flat_a, flat_d = in_a.reshape(-1), in_d.reshape(-1)
-    rank_a = np.cumsum(flat_a) - 1
-    rank_d = np.cumsum(flat_d) - 1
-    pixels_a, pixels_d = np.flatnonzero(flat_a), np.flatnonzero(flat_d)
-
-    def neighbours(pixels: np.ndarray, member: np.ndarray, rank: np.ndarray, dense_fallback: bool) -> np.ndarray:
-        table = np.full((9, len(pixels)), -1, dtype=np.int64)
-        for k, p in enumerate(pixels):
-            b, rem = divmod(int(p), height * width)
-            y, x = divmod(rem, width)
-            for t, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
-                yy, xx = y + dy, x + dx
-                if not (0 <= yy < height and 0 <= xx < width):
-                    continue
-                q = b * height * width + yy * width + xx
-                if member[q]:
-                    table[t, k] = rank[q]
-                elif dense_fallback:
-                    table[t, k] = -2 - q
-                else:
-                    table[t, k] = -1000  # a neighbour of A outside D: impossible
-        return table
-
-    return {
-        "index_a": pixels_a,
-        "pick_a": (-2 - pixels_a)[None],
-        "pick_d": (-2 - pixels_d)[None],
-        "d_from_a": neighbours(pixels_d, flat_a, rank_a, True),
-        "a_from_d": neighbours(pixels_a, flat_d, rank_d, False),
-        "a_from_a": neighbours(pixels_a, flat_a, rank_a, True),
-    }
+    rows, cols = -(-height // tile), -(-width // tile)
+    ids = [
+        b * rows * cols + ty * cols + tx
+        for b in range(n) for ty in range(rows) for tx in range(cols)
+        if mask[b, 0, ty * tile : (ty + 1) * tile, tx * tile : (tx + 1) * tile].any()
+    ]
+    return np.array(ids, dtype=np.int64)
 
 
 MASK_CASES = {
     "empty": np.zeros((1, 1, 5, 7)),
     "full": np.ones((1, 1, 5, 7)),
     "corner": np.pad(np.ones((1, 1, 1, 1)), ((0, 0), (0, 0), (0, 4), (0, 6))),
+    "far_corner": np.pad(np.ones((1, 1, 1, 1)), ((0, 0), (0, 0), (4, 0), (6, 0))),
     "random": (np.random.default_rng(0).random((2, 1, 6, 5)) < 0.3),
     "batch_empty_full": np.concatenate([np.zeros((1, 1, 4, 6)), np.ones((1, 1, 4, 6))]),
     "edges": np.pad(np.zeros((1, 1, 3, 5)), ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=1),
 }
 
 
+@pytest.mark.parametrize("tile", [1, 2, 3, 8])
 @pytest.mark.parametrize("case", sorted(MASK_CASES))
-def test_build_tables_matches_definition(case: str) -> None:
+def test_active_tiles_match_definition(case: str, tile: int) -> None:
     mask = MASK_CASES[case].astype(np.float32)
-    tables = build_tables(torch.from_numpy(mask))
-    expected = expected_tables(mask)
-    for name, want in expected.items():
-        got = getattr(tables, name)
-        assert got.dtype == torch.int32, name
-        np.testing.assert_array_equal(got.numpy().reshape(want.shape), want, err_msg=name)
-        assert got.shape == want.shape, name
+    got = active_tiles(torch.from_numpy(mask), tile)
+    assert got.dtype == torch.int32
+    np.testing.assert_array_equal(got.numpy(), expected_tile_ids(mask, tile))
+    rows, cols = -(-mask.shape[2] // tile), -(-mask.shape[3] // tile)
+    occupancy = float(tile_occupancy(torch.from_numpy(mask), tile))
+    assert occupancy == pytest.approx(len(got) / (mask.shape[0] * rows * cols))
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.02, 0.3, 1.0])
-@pytest.mark.parametrize("scale", [0, 1, 2])
-def test_build_tables_invariants(fraction: float, scale: int) -> None:
-    gen = torch.Generator().manual_seed(int(fraction * 100) + scale)
-    full = (torch.rand(2, 1, 36, 44, generator=gen) < fraction).float()
-    full[0, 0, 0, 0] = 1.0 if fraction > 0 else 0.0  # a corner pixel when not empty
-    mask = scale_mask(full, scale)
-    tables = build_tables(mask)
-    num_pixels = mask.numel()
-    k_a, k_d = tables.index_a.numel(), tables.pick_d.shape[1]
-    assert k_a == int(mask.sum().item())
-    assert k_a <= k_d <= num_pixels
-    index_a = tables.index_a.long()
-    assert torch.all(index_a[1:] > index_a[:-1]), "index_a must be strictly increasing"
-    assert torch.all(mask.reshape(-1)[index_a] == 1)
-    assert torch.equal(tables.pick_a.reshape(-1).long(), -2 - index_a)
-    pick_d = -2 - tables.pick_d.reshape(-1).long()
-    assert torch.all(pick_d[1:] > pick_d[:-1]) and (k_d == 0 or (pick_d.min() >= 0 and pick_d.max() < num_pixels))
-    assert set(index_a.tolist()) <= set(pick_d.tolist())
-    for name, tokens in (("d_from_a", k_a), ("a_from_a", k_a), ("a_from_d", k_d)):
-        table = getattr(tables, name).long()
-        assert table.shape[0] == 9, name
-        assert table.shape[1] == (k_d if name == "d_from_a" else k_a), name
-        assert torch.all(table < tokens), name
-        dense = -2 - table[table <= -2]
-        assert torch.all((dense >= 0) & (dense < num_pixels)), name
-        # A dense read never addresses a pixel of A: those live in the tokens.
-        assert not torch.isin(dense, index_a).any(), name
-    # Neighbours of A are all in D or outside the image.
-    assert torch.all(tables.a_from_d >= -1)
-    # The centre tap of a pixel is itself.
-    assert torch.equal(tables.a_from_a[4].long(), torch.arange(k_a))
+@pytest.mark.parametrize(("height", "width", "tile", "halo"), [(5, 7, 2, 1), (16, 16, 8, 3), (9, 4, 4, 0), (3, 3, 1, 5)])
+def test_tile_inside_matches_definition(height: int, width: int, tile: int, halo: int) -> None:
+    rows, cols = -(-height // tile), -(-width // tile)
+    ids = torch.arange(2 * rows * cols, dtype=torch.int32)
+    like = torch.zeros(2, 1, height, width)
+    got = tile_inside(ids, like, tile, halo)
+    size = tile + 2 * halo
+    assert got.shape == (len(ids), 1, size, size)
+    for b in range(len(ids)):
+        ty, tx = (b % (rows * cols)) // cols, b % cols
+        for i in range(size):
+            for j in range(size):
+                y, x = ty * tile - halo + i, tx * tile - halo + j
+                assert got[b, 0, i, j].item() == float(0 <= y < height and 0 <= x < width)

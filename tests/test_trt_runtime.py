@@ -23,7 +23,7 @@ from m2ae.export.engine_cache import EngineKey, Profile, Sidecar, cache_key, sid
 from m2ae.export.platform_info import PlatformInfo, detect_platform
 from m2ae.runtime.base import open_engine
 from m2ae.runtime.trt_engine import TensorRTEngine, check_engine_compatible
-from m2ae.trt_plugins import reference
+from m2ae.trt_plugins import PLUGIN_VERSION, reference
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 HAS_PYCUDA = importlib.util.find_spec("pycuda") is not None
@@ -278,26 +278,28 @@ def test_engine_rejects_inputs_outside_its_profile(tmp_path, rng):
             engine.infer(rng.random((2, 3, 64, 64), dtype=np.float32), np.ones((2, 1, 64, 64), np.float32))
 
 
-def plugin_onnx(path: Path, pixels: np.ndarray) -> Path:
-    """restored = image with the given linear pixels doubled, via MaskedGather + MaskedScatter."""
+TILE, HALO = 8, 2
+
+
+def plugin_onnx(path: Path, tiles: np.ndarray) -> Path:
+    """restored = image with the given 8x8 tiles doubled, via MaskedGather (halo 2) + MaskedScatter."""
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"])
     restored = helper.make_tensor_value_info("restored", TensorProto.FLOAT, [1, 3, "H", "W"])
     mask = helper.make_tensor_value_info("blur_mask", TensorProto.FLOAT, [1, 1, "H", "W"])
-    table = (-2 - pixels).astype(np.int32)[None, :]
     inits = [
-        # Only dense pixels are picked (table <= -2); one token column keeps the constant non-empty.
-        helper.make_tensor("tokens", TensorProto.FLOAT, [3, 1], [9.0, 9.0, 9.0]),
-        helper.make_tensor("table", TensorProto.INT32, list(table.shape), table.ravel().tolist()),
-        helper.make_tensor("index", TensorProto.INT32, [pixels.size], pixels.astype(np.int32).tolist()),
+        helper.make_tensor("tiles", TensorProto.INT32, [tiles.size], tiles.astype(np.int32).tolist()),
         helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+        helper.make_tensor("starts", TensorProto.INT64, [2], [HALO, HALO]),
+        helper.make_tensor("ends", TensorProto.INT64, [2], [HALO + TILE, HALO + TILE]),
+        helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
     ]
-    attrs = {"plugin_version": "1", "plugin_namespace": "m2ae"}
+    attrs = {"plugin_version": PLUGIN_VERSION, "plugin_namespace": "m2ae"}
     nodes = [
-        helper.make_node("MaskedGather", ["image", "tokens", "table"], ["picked"], domain="m2ae", **attrs),
-        helper.make_node("Mul", ["picked", "two"], ["doubled"]),
-        helper.make_node(
-            "MaskedScatter", ["image", "doubled", "index"], ["restored"], domain="m2ae", accumulate=0, **attrs
-        ),
+        helper.make_node("MaskedGather", ["image", "tiles"], ["picked"], domain="m2ae", tile=TILE, halo=HALO,
+                         **attrs),
+        helper.make_node("Slice", ["picked", "starts", "ends", "axes"], ["centres"]),
+        helper.make_node("Mul", ["centres", "two"], ["doubled"]),
+        helper.make_node("MaskedScatter", ["image", "doubled", "tiles"], ["restored"], domain="m2ae", **attrs),
         helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1], keepdims=1),
         helper.make_node("Mul", ["mean", "two"], ["blur_mask"]),
     ]
@@ -318,8 +320,8 @@ def test_plugin_engine_matches_the_numpy_reference(tmp_path, rng):
         load()
     except (ImportError, UserError) as exc:
         pytest.skip(f"the m2ae TensorRT plugin library is not available: {exc}")
-    pixels = np.array([0, 5, 17, 63, 200, 255], dtype=np.int32)  # inside the smallest 16x16 image
-    onnx_path = plugin_onnx(tmp_path / "plugin.onnx", pixels)
+    tiles = np.array([0, 1, 3], dtype=np.int32)  # inside the smallest 16x16 image (2 x 2 tiles)
+    onnx_path = plugin_onnx(tmp_path / "plugin.onnx", tiles)
     from m2ae.export.trt_builder import BuildConfig, build_engine
 
     result = build_engine(BuildConfig(onnx=onnx_path, profile=Profile((16, 16), (32, 32), (64, 64)),
@@ -328,9 +330,8 @@ def test_plugin_engine_matches_the_numpy_reference(tmp_path, rng):
     with TensorRTEngine(result.engine_path) as engine:
         for h, w in ((16, 16), (32, 48), (64, 64)):
             image = rng.random((1, 3, h, w), dtype=np.float32)
-            tokens = np.full((3, 1), 9.0, np.float32)
-            picked = reference.masked_gather(image, tokens, (-2 - pixels)[None, :].astype(np.int32))
-            want = reference.masked_scatter(image, picked * 2, pixels)
+            picked = reference.masked_gather(image, tiles, TILE, HALO)[:, :, HALO:-HALO, HALO:-HALO]
+            want = reference.masked_scatter(image, np.ascontiguousarray(picked * 2), tiles)
             np.testing.assert_allclose(engine.infer(image).restored, want, rtol=1e-6, atol=1e-6)
 
 

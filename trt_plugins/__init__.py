@@ -1,6 +1,6 @@
 """The two custom ops of the pruned graph, MaskedGather and MaskedScatter, at every level.
 
-``reference`` is the numpy definition (DESIGN.md section 3) that every other
+``reference`` is the numpy definition (docs/design.md section 3) that every other
 implementation is tested against: torch ops (``torch_ops``), ONNX nodes and their
 lowering to standard ops (``onnx_ops``), ONNX Runtime custom ops (``ort_ops``), and the
 CUDA kernels plus TensorRT IPluginV3 plugin in ``csrc/`` (built by ``build``, loaded by
@@ -8,7 +8,7 @@ CUDA kernels plus TensorRT IPluginV3 plugin in ``csrc/`` (built by ``build``, lo
 """
 
 DOMAIN = "m2ae"
-PLUGIN_VERSION = "1"
+PLUGIN_VERSION = "2"
 PLUGIN_NAMESPACE = "m2ae"
 GATHER_OP = "MaskedGather"
 SCATTER_OP = "MaskedScatter"

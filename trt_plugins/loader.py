@@ -328,11 +328,10 @@ class MaskedOpsKernels:
 
     def __init__(self, lib: ctypes.CDLL) -> None:
         self.lib = lib
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        lib.m2ae_masked_gather.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, ctypes.c_int32, ptr]
+        i64, i32, ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
+        lib.m2ae_masked_gather.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, i32, i32, i32, ptr]
         lib.m2ae_masked_gather.restype = ctypes.c_int
-        i32 = ctypes.c_int32
-        lib.m2ae_masked_scatter.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i32, i32, ptr]
+        lib.m2ae_masked_scatter.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i32, i32, ptr]
         lib.m2ae_masked_scatter.restype = ctypes.c_int
         lib.m2ae_cuda_error_string.argtypes = [ctypes.c_int]
         lib.m2ae_cuda_error_string.restype = ctypes.c_char_p
@@ -346,39 +345,40 @@ class MaskedOpsKernels:
             reason = self.lib.m2ae_cuda_error_string(status).decode()
             raise RuntimeError(f"{op} failed: {reason} (CUDA error {status})")
 
-    def gather(self, out: Any, dense: Any, tokens: Any, table: Any, stream: int = 0) -> None:
-        """``out[T*C, K] = MaskedGather(dense [N,C,H,W], tokens [C,Kt], table [T,K])``, queued on ``stream``."""
-        o, d, tk, tb = _device_arrays(out=out, dense=dense, tokens=tokens, table=table)
-        if len(d.shape) != 4 or len(tk.shape) != 2 or len(tb.shape) != 2:
-            raise ValueError(
-                f"expected dense [N,C,H,W], tokens [C,Kt], table [T,K]; got {d.shape}, {tk.shape}, {tb.shape}")
+    def gather(self, out: Any, dense: Any, tiles: Any, tile: int, halo: int, stream: int = 0) -> None:
+        """``out[B,C,S,S] = MaskedGather(dense [N,C,H,W], tiles [B]; tile, halo)``, S = tile + 2*halo, on ``stream``."""
+        o, d, t = _device_arrays(out=out, dense=dense, tiles=tiles)
+        if len(d.shape) != 4 or len(t.shape) != 1:
+            raise ValueError(f"expected dense [N,C,H,W] and tiles [B]; got {d.shape} and {t.shape}")
+        if tile < 1 or halo < 0:
+            raise ValueError(f"tile must be >= 1 and halo >= 0, got tile={tile}, halo={halo}")
+        if d.typestr not in _DTYPES or o.typestr != d.typestr or t.typestr != "<i4":
+            raise ValueError(f"dense and out must share float32/float16 and tiles must be int32; got "
+                             f"{d.typestr}, {o.typestr}, {t.typestr}")
         n, c, h, w = d.shape
-        t, k = tb.shape
-        if d.typestr not in _DTYPES or tk.typestr != d.typestr or o.typestr != d.typestr or tb.typestr != "<i4":
-            raise ValueError(f"dense, tokens and out must share float32/float16 and table must be int32; got "
-                             f"{d.typestr}, {tk.typestr}, {o.typestr}, {tb.typestr}")
-        if tk.shape[0] != c or o.shape != (t * c, k):
-            raise ValueError(f"tokens must be [{c}, Kt] and out [{t * c}, {k}]; got {tk.shape} and {o.shape}")
-        status = self.lib.m2ae_masked_gather(o.pointer, d.pointer, tk.pointer, tb.pointer, n, c, h * w, tk.shape[1],
-                                             t, k, _DTYPES[d.typestr], stream)
+        size = tile + 2 * halo
+        if o.shape != (t.shape[0], c, size, size):
+            raise ValueError(f"out must be [{t.shape[0]}, {c}, {size}, {size}], got {o.shape}")
+        status = self.lib.m2ae_masked_gather(o.pointer, d.pointer, t.pointer, n, c, h, w, t.shape[0], tile, halo,
+                                             _DTYPES[d.typestr], stream)
         self._check("m2ae_masked_gather", status)
 
-    def scatter(self, out: Any, base: Any, values: Any, index: Any, accumulate: int = 0, stream: int = 0) -> None:
-        """``out = MaskedScatter(base, values [C,K], index [K], accumulate)``; ``out`` may be ``base``."""
-        o, b, v, ix = _device_arrays(out=out, base=base, values=values, index=index)
-        if len(b.shape) != 4 or len(v.shape) != 2 or len(ix.shape) != 1:
+    def scatter(self, out: Any, base: Any, values: Any, tiles: Any, stream: int = 0) -> None:
+        """``out = MaskedScatter(base [N,C,H,W], values [B,C,tile,tile], tiles [B])``; ``out`` may be ``base``."""
+        o, b, v, t = _device_arrays(out=out, base=base, values=values, tiles=tiles)
+        if len(b.shape) != 4 or len(v.shape) != 4 or len(t.shape) != 1:
             raise ValueError(
-                f"expected base [N,C,H,W], values [C,K], index [K]; got {b.shape}, {v.shape}, {ix.shape}")
+                f"expected base [N,C,H,W], values [B,C,tile,tile], tiles [B]; got {b.shape}, {v.shape}, {t.shape}")
+        if b.typestr not in _DTYPES or v.typestr != b.typestr or o.typestr != b.typestr or t.typestr != "<i4":
+            raise ValueError(f"base, values and out must share float32/float16 and tiles must be int32; got "
+                             f"{b.typestr}, {v.typestr}, {o.typestr}, {t.typestr}")
         n, c, h, w = b.shape
-        if b.typestr not in _DTYPES or v.typestr != b.typestr or o.typestr != b.typestr or ix.typestr != "<i4":
-            raise ValueError(f"base, values and out must share float32/float16 and index must be int32; got "
-                             f"{b.typestr}, {v.typestr}, {o.typestr}, {ix.typestr}")
-        if v.shape != (c, ix.shape[0]) or o.shape != b.shape:
-            raise ValueError(f"values must be [{c}, {ix.shape[0]}] and out {b.shape}; got {v.shape} and {o.shape}")
-        if accumulate not in (0, 1):
-            raise ValueError(f"accumulate must be 0 or 1, got {accumulate}")
-        status = self.lib.m2ae_masked_scatter(o.pointer, b.pointer, v.pointer, ix.pointer, n, c, h * w, ix.shape[0],
-                                              _DTYPES[b.typestr], accumulate, stream)
+        tile = v.shape[3]
+        if tile < 1 or v.shape != (t.shape[0], c, tile, tile) or o.shape != b.shape:
+            raise ValueError(f"values must be [{t.shape[0]}, {c}, tile, tile] with tile >= 1 and out {b.shape}; "
+                             f"got {v.shape} and {o.shape}")
+        status = self.lib.m2ae_masked_scatter(o.pointer, b.pointer, v.pointer, t.pointer, n, c, h, w, t.shape[0], tile,
+                                              _DTYPES[b.typestr], stream)
         self._check("m2ae_masked_scatter", status)
 
 

@@ -1,10 +1,10 @@
 """ONNX side of MaskedGather / MaskedScatter: node builders and the portable lowering.
 
 ``make_gather_node`` / ``make_scatter_node`` build the ``m2ae``-domain nodes of the
-plugin contract (DESIGN.md section 3). ``lower_to_standard_ops`` rewrites every such
+plugin contract (docs/design.md section 3). ``lower_to_standard_ops`` rewrites every such
 node into standard ONNX ops (opset >= 17), giving the ``portable`` graph that runs on
 any ONNX Runtime and on TensorRT without the plugin. All shapes are read at run time
-(``Shape``), so dynamic N, H, W and a data-dependent K (from ``NonZero``) survive, and
+(``Shape``), so dynamic N, H, W and a data-dependent tile count B (from ``NonZero``) survive, and
 the same subgraph serves float32 and float16 (constants follow the data through
 ``CastLike``).
 """
@@ -21,35 +21,45 @@ from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION
 MIN_OPSET = 17
 
 
-def make_gather_node(dense: str, tokens: str, table: str, output: str, name: str | None = None) -> onnx.NodeProto:
-    """``MaskedGather(dense [N,C,H,W], tokens [C,Kt], table [T,K] int32) -> output [T*C, K]``."""
+def make_gather_node(dense: str, tiles: str, output: str, tile: int, halo: int, name: str | None = None) -> onnx.NodeProto:
+    """``MaskedGather(dense [N,C,H,W], tiles [B] int32; tile, halo) -> output [B, C, S, S]``, S = tile + 2*halo."""
+    if tile < 1 or halo < 0:
+        raise ValueError(f"tile must be >= 1 and halo >= 0, got tile={tile}, halo={halo}")
     return helper.make_node(
         GATHER_OP,
-        [dense, tokens, table],
+        [dense, tiles],
         [output],
         name=name,
         domain=DOMAIN,
+        tile=tile,
+        halo=halo,
         plugin_version=PLUGIN_VERSION,
         plugin_namespace=PLUGIN_NAMESPACE,
     )
 
 
-def make_scatter_node(
-    base: str, values: str, index: str, output: str, accumulate: int = 0, name: str | None = None
-) -> onnx.NodeProto:
-    """``MaskedScatter(base [N,C,H,W], values [C,K], index [K] int32) -> output [N,C,H,W]``."""
-    if accumulate not in (0, 1):
-        raise ValueError(f"accumulate must be 0 or 1, got {accumulate}")
+def make_scatter_node(base: str, values: str, tiles: str, output: str, name: str | None = None) -> onnx.NodeProto:
+    """``MaskedScatter(base [N,C,H,W], values [B,C,tile,tile], tiles [B] int32) -> output [N,C,H,W]``."""
     return helper.make_node(
         SCATTER_OP,
-        [base, values, index],
+        [base, values, tiles],
         [output],
         name=name,
         domain=DOMAIN,
-        accumulate=accumulate,
         plugin_version=PLUGIN_VERSION,
         plugin_namespace=PLUGIN_NAMESPACE,
     )
+
+
+def gather_attributes(node: onnx.NodeProto) -> tuple[int, int]:
+    """(tile, halo) of a MaskedGather node; ``ValueError`` when missing or out of range."""
+    attrs = {a.name: a.i for a in node.attribute if a.name in ("tile", "halo")}
+    if "tile" not in attrs:
+        raise ValueError(f"{GATHER_OP} node {node.name!r} has no 'tile' attribute")
+    tile, halo = attrs["tile"], attrs.get("halo", 0)
+    if tile < 1 or halo < 0:
+        raise ValueError(f"{GATHER_OP} node {node.name!r}: tile must be >= 1 and halo >= 0, got {tile} and {halo}")
+    return tile, halo
 
 
 def check_plugin_version(node: onnx.NodeProto) -> None:
@@ -87,120 +97,106 @@ class _Builder:
         return self.op("Shape", [shape_of], start=start, end=end)
 
 
-def _pixel_offsets(b: _Builder, data: str) -> tuple[str, str, str]:
-    """Shape pieces of ``data [N,C,H,W]``: ``C`` [1], ``HW`` [1] and ``C*HW`` [1], int64."""
-    c = b.dim(data, 1, 2)
-    hw = b.op("Mul", [b.dim(data, 2, 3), b.dim(data, 3, 4)])
-    return c, hw, b.op("Mul", [c, hw])
+def _dims(b: _Builder, data: str) -> tuple[str, str, str, str]:
+    """``N, C, H, W`` of ``data [N,C,H,W]``, each an int64 [1]."""
+    return tuple(b.dim(data, i, i + 1) for i in range(4))  # type: ignore[return-value]
 
 
-def _dense_offsets(b: _Builder, pixel: str, hw: str, chw: str) -> str:
-    """Offset in the flat dense map of channel 0 at linear pixel ``p = n*HW + q``: ``n*C*HW + q``."""
-    n = b.op("Div", [pixel, hw])
-    q = b.op("Sub", [pixel, b.op("Mul", [n, hw])])
-    return b.op("Add", [b.op("Mul", [n, chw]), q])
+def _tile_origins(b: _Builder, tiles: str, height: str, width: str, tile: str) -> tuple[str, str, str]:
+    """(n, y0, x0) of each tile id as int64 [B]: image, top row and left column of its cell."""
+    one = b.ints([1])
+    rows = b.op("Div", [b.op("Sub", [b.op("Add", [height, tile]), one]), tile])
+    cols = b.op("Div", [b.op("Sub", [b.op("Add", [width, tile]), one]), tile])
+    ids = b.op("Cast", [tiles], to=TensorProto.INT64)
+    per_image = b.op("Mul", [rows, cols])
+    n = b.op("Div", [ids, per_image])
+    cell = b.op("Sub", [ids, b.op("Mul", [n, per_image])])
+    ty = b.op("Div", [cell, cols])
+    tx = b.op("Sub", [cell, b.op("Mul", [ty, cols])])
+    return n, b.op("Mul", [ty, tile]), b.op("Mul", [tx, tile])
 
 
-def _channel_stride(b: _Builder, c: str, stride: str) -> str:
-    """``arange(C) * stride`` as a [C, 1] column, int64."""
-    one = b.int_scalar(1)
-    zero = b.int_scalar(0)
-    arange = b.op("Range", [zero, b.op("Squeeze", [c]), one])
-    return b.op("Unsqueeze", [b.op("Mul", [arange, stride]), b.ints([1])])
+def _axis_positions(b: _Builder, start: str, span: str, limit: str) -> tuple[str, str, str]:
+    """For starts [B] and ``span`` offsets [S]: (positions [B,S], clamped into [0, limit), inside [B,S])."""
+    pos = b.op("Add", [b.op("Unsqueeze", [start, b.ints([1])]), span])
+    inside = b.op("And", [b.op("GreaterOrEqual", [pos, b.ints([0])]), b.op("Less", [pos, limit])])
+    clamped = b.op("Min", [b.op("Max", [pos, b.ints([0])]), b.op("Sub", [limit, b.ints([1])])])
+    return pos, clamped, inside
+
+
+def _pixel_rows(b: _Builder, dense: str, c: str) -> str:
+    """``dense [N,C,H,W]`` as pixel rows ``[N*H*W, C]``: a pixel's channels lie contiguous."""
+    nhwc = b.op("Transpose", [dense], perm=[0, 2, 3, 1])
+    return b.op("Reshape", [nhwc, b.op("Concat", [b.ints([-1]), c], axis=0)])
+
+
+def _pixel_index(b: _Builder, n: str, rows_y: str, cols_x: str, height: str, width: str) -> str:
+    """Linear pixel ``n*H*W + y*W + x`` of every (tile, y, x): [B, S, S] from [B], [B,S], [B,S]."""
+    image_base = b.op("Mul", [n, b.op("Mul", [height, width])])
+    row = b.op("Add", [b.op("Unsqueeze", [image_base, b.ints([1])]), b.op("Mul", [rows_y, width])])
+    return b.op("Add", [b.op("Unsqueeze", [row, b.ints([2])]), b.op("Unsqueeze", [cols_x, b.ints([1])])])
+
+
+def _outer_and(b: _Builder, inside_y: str, inside_x: str) -> str:
+    """[B,S] and [B,S] -> [B,S,S]: both coordinates inside the image."""
+    return b.op("And", [b.op("Unsqueeze", [inside_y, b.ints([2])]), b.op("Unsqueeze", [inside_x, b.ints([1])])])
 
 
 def _lower_gather(node: onnx.NodeProto, b: _Builder) -> None:
-    """One ``GatherElements`` from a channel-major source ``[tokens | 0 | dense pixels]``.
+    """One row ``Gather`` from the map's pixel rows, then a transpose of the tiles.
 
-    Column ``Kt - 1 - v`` of that source is the zero column for ``v == -1`` and dense
-    pixel ``-2 - v`` for ``v <= -2``, so one ``Where`` on the small [T, K] table picks
-    every column. Cost, with ``E = T*C*K`` output elements: one copy of the dense map
-    into the source (plus its [N,C]->[C,N] transpose, free for N = 1) and of the
-    tokens, an int64 index ``Expand`` of E, a ``GatherElements`` of E and a
-    ``Transpose`` of E from [C, T, K] to [T, C, K]. This beats gathering the two sources
-    apart and blending them: ONNX Runtime's scalar ``Gather`` and broadcast ``Where``
-    over E elements measured 5-8x slower than ``GatherElements`` on the CPU.
+    The map is transposed once to pixel rows ``[N*H*W, C]`` (ONNX Runtime's common
+    subexpression elimination shares that transpose with the stage's scatter, which
+    reads the same map), so each gathered pixel moves its C channels as one contiguous
+    row rather than C scattered elements. Positions beyond the image read a clamped
+    pixel and are then set to 0 with a ``Where`` over the tile pixels.
     """
-    dense, tokens, table = node.input
-    c = b.dim(dense, 1, 2)
-    pixels = _channel_major_pixels(b, dense, c)
-    zero_col = b.op("ConstantOfShape", [b.op("Concat", [c, b.ints([1])], axis=0)])
-    source = b.op("Concat", [tokens, b.op("CastLike", [zero_col, tokens]), pixels], axis=1)
-
-    kt = b.dim(tokens, 1, 2)
-    v = b.op("Reshape", [b.op("Cast", [table], to=TensorProto.INT64), b.ints([-1])])  # [T*K]
-    from_token = b.op("GreaterOrEqual", [v, b.int_scalar(0)])
-    column = b.op("Where", [from_token, v, b.op("Sub", [b.op("Sub", [kt, b.ints([1])]), v])])
-    index = b.op("Expand", [b.op("Unsqueeze", [column, b.ints([0])]), b.op("Concat", [c, b.ints([1])], axis=0)])
-    gathered = b.op("GatherElements", [source, index], axis=1)  # [C, T*K]
-    _taps_to_rows(node, b, gathered, c)
-
-
-def _channel_major_pixels(b: _Builder, dense: str, c: str) -> str:
-    """``dense [N,C,H,W]`` as ``[C, N*H*W]`` (a transpose copy only when N > 1)."""
-    channel_major = b.op("Transpose", [b.op("Reshape", [dense, b.ints([0, 0, -1])])], perm=[1, 0, 2])
-    return b.op("Reshape", [channel_major, b.op("Concat", [c, b.ints([-1])], axis=0)])
-
-
-def _lower_pick(node: onnx.NodeProto, b: _Builder) -> None:
-    """A gather whose tokens are a constant with no column (a pick from the dense map).
-
-    No ``[tokens | 0 | pixels]`` source is assembled, so the dense map is not copied:
-    one ``GatherElements`` straight from it (clamped index), then a multiply that zeroes
-    the entries whose table value is -1 (outside the image).
-    """
-    dense, _, table = node.input
-    c = b.dim(dense, 1, 2)
-    v = b.op("Reshape", [b.op("Cast", [table], to=TensorProto.INT64), b.ints([-1])])  # [T*K]
-    column = b.op("Max", [b.op("Sub", [b.ints([-2]), v]), b.ints([0])])
-    index = b.op("Expand", [b.op("Unsqueeze", [column, b.ints([0])]), b.op("Concat", [c, b.ints([1])], axis=0)])
-    gathered = b.op("GatherElements", [_channel_major_pixels(b, dense, c), index], axis=1)  # [C, T*K]
-    inside = b.op("Cast", [b.op("Not", [b.op("Equal", [v, b.ints([-1])])])], to=TensorProto.FLOAT)
-    gathered = b.op("Mul", [gathered, b.op("CastLike", [inside, gathered])])
-    _taps_to_rows(node, b, gathered, c)
-
-
-def _taps_to_rows(node: onnx.NodeProto, b: _Builder, gathered: str, c: str) -> None:
-    """``[C, T*K]`` -> the op's ``[T*C, K]`` output."""
-    table = node.input[2]
-    t, k = b.dim(table, 0, 1), b.dim(table, 1, 2)
-    # Explicit sizes (not -1) and allowzero: K may be 0, which Reshape must keep as 0.
-    by_tap = b.op("Reshape", [gathered, b.op("Concat", [c, t, k], axis=0)], allowzero=1)
-    tap_major = b.op("Transpose", [by_tap], perm=[1, 0, 2])
-    out_shape = b.op("Concat", [b.op("Mul", [t, c]), k], axis=0)
-    b.op("Reshape", [tap_major, out_shape], output=node.output[0], allowzero=1)
+    dense, tiles = node.input
+    tile, halo = gather_attributes(node)
+    _, c, height, width = _dims(b, dense)
+    n, y0, x0 = _tile_origins(b, tiles, height, width, b.ints([tile]))
+    span = b.op("Constant", [], value=helper.make_tensor("span", TensorProto.INT64, [tile + 2 * halo],
+                                                           list(range(-halo, tile + halo))))
+    _, ys, inside_y = _axis_positions(b, y0, span, height)
+    _, xs, inside_x = _axis_positions(b, x0, span, width)
+    index = _pixel_index(b, n, ys, xs, height, width)
+    gathered = b.op("Gather", [_pixel_rows(b, dense, c), index], axis=0)  # [B, S, S, C]
+    inside = b.op("Unsqueeze", [_outer_and(b, inside_y, inside_x), b.ints([3])])
+    # A Where, not a multiply by 0: exact for negative and non-finite pixels too (a
+    # multiply measured about 30% faster on ONNX Runtime's CPU, but gives -0 and NaN).
+    zero = b.op("CastLike", [b.op("Constant", [], value_float=0.0), dense])
+    b.op("Transpose", [b.op("Where", [inside, gathered, zero])], output=node.output[0], perm=[0, 3, 1, 2])
 
 
 def _lower_scatter(node: onnx.NodeProto, b: _Builder) -> None:
-    """One ``ScatterND`` of C*K scalars into the flat base map.
+    """One row ``ScatterND`` into the map's pixel rows, then a transpose back.
 
-    Cost: an int64 index tensor of C*K elements, ScatterND's copy of the base (the
-    output is a full map, so that copy is the floor) and C*K element writes; for
-    ``accumulate=1`` one more gather of C*K base elements and an Add. No transposes.
-    The add is done before the scatter instead of with ScatterND's ``reduction="add"``
-    because TensorRT's ScatterND has no reductions, and this graph is its fallback.
+    Tile pixels beyond the image (partial tiles at the far edges) are dropped first
+    with a ``NonZero`` over the [B*t*t] positions, since ScatterND has no bounds mode.
     """
-    base, values, index = node.input
-    accumulate = next((a.i for a in node.attribute if a.name == "accumulate"), 0)
-    c, hw, chw = _pixel_offsets(b, base)
-    pixel = b.op("Unsqueeze", [b.op("Cast", [index], to=TensorProto.INT64), b.ints([0])])  # [1,K]
-    flat_idx = b.op("Add", [_channel_stride(b, c, hw), _dense_offsets(b, pixel, hw, chw)])  # [C,K]
-    flat_base = b.op("Reshape", [base, b.ints([-1])])
-    updates = values
-    if accumulate:
-        # GatherElements on flat 1-D data: ONNX Runtime's scalar Gather is several times slower.
-        current = b.op("GatherElements", [flat_base, b.op("Reshape", [flat_idx, b.ints([-1])])], axis=0)
-        current = b.op("Reshape", [current, b.op("Shape", [values])], allowzero=1)
-        updates = b.op("Add", [current, values])
-    nd_idx = b.op("Unsqueeze", [flat_idx, b.ints([2])])  # [C,K,1]
-    scattered = b.op("ScatterND", [flat_base, nd_idx, updates])
-    b.op("Reshape", [scattered, b.op("Shape", [base])], output=node.output[0], allowzero=1)
+    base, values, tiles = node.input
+    _, c, height, width = _dims(b, base)
+    tile = b.dim(values, 3, 4)
+    n, y0, x0 = _tile_origins(b, tiles, height, width, tile)
+    span = b.op("Range", [b.int_scalar(0), b.op("Squeeze", [tile]), b.int_scalar(1)])
+    ys, _, inside_y = _axis_positions(b, y0, span, height)
+    xs, _, inside_x = _axis_positions(b, x0, span, width)
+    index = b.op("Reshape", [_pixel_index(b, n, ys, xs, height, width), b.ints([-1])])
+    keep = b.op("Reshape", [b.op("NonZero", [b.op("Reshape", [_outer_and(b, inside_y, inside_x), b.ints([-1])])]),
+                            b.ints([-1])])
+    updates = b.op("Reshape", [b.op("Transpose", [values], perm=[0, 2, 3, 1]),
+                               b.op("Concat", [b.ints([-1]), c], axis=0)])
+    scattered = b.op("ScatterND", [_pixel_rows(b, base, c),
+                                   b.op("Unsqueeze", [b.op("Gather", [index, keep]), b.ints([1])]),
+                                   b.op("Gather", [updates, keep], axis=0)])
+    nhwc_shape = b.op("Concat", [b.dim(base, 0, 1), height, width, c], axis=0)
+    b.op("Transpose", [b.op("Reshape", [scattered, nhwc_shape])], output=node.output[0], perm=[0, 3, 1, 2])
 
 
 _LOWERINGS = {GATHER_OP: _lower_gather, SCATTER_OP: _lower_scatter}
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
     for attr in node.attribute:
         if attr.type == AttributeProto.GRAPH:
             yield attr.g
@@ -208,28 +204,15 @@ def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from attr.graphs
 
 
-def _empty_constants(graph: onnx.GraphProto) -> set[str]:
-    """Names of the graph's constant tensors that hold no element (e.g. [C, 0] tokens)."""
-    empty = {init.name for init in graph.initializer if 0 in init.dims}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == AttributeProto.TENSOR:
-            if 0 in node.attribute[0].t.dims:
-                empty.add(node.output[0])
-    return empty
-
-
 def _lower_graph(graph: onnx.GraphProto, counter: list[int]) -> None:
     new_nodes: list[onnx.NodeProto] = []
-    empty = _empty_constants(graph)
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _lower_graph(sub, counter)
         if node.domain != DOMAIN:
             new_nodes.append(node)
             continue
         lowering = _LOWERINGS.get(node.op_type)
-        if node.op_type == GATHER_OP and node.input[1] in empty:
-            lowering = _lower_pick
         if lowering is None:
             raise ValueError(f"unknown {DOMAIN} op {node.op_type!r} in node {node.name!r}")
         check_plugin_version(node)
@@ -267,6 +250,6 @@ def has_custom_ops(model: onnx.ModelProto) -> bool:
     """Whether any node of ``model`` (subgraphs included) is in the ``m2ae`` domain."""
 
     def visit(graph: onnx.GraphProto) -> bool:
-        return any(n.domain == DOMAIN or any(visit(s) for s in _subgraphs(n)) for n in graph.node)
+        return any(n.domain == DOMAIN or any(visit(s) for s in subgraphs(n)) for n in graph.node)
 
     return visit(model.graph)

@@ -12,7 +12,7 @@ Three limits of ortx 0.15 PyOps shape this module:
 - float16 tensors cannot cross into a PyOp (ortx aborts the process), so the ops are
   registered for float32 only and ``prepare_model`` wraps the float16 ``m2ae`` nodes
   of a model copy in lossless ``Cast`` pairs (float16 -> float32 -> float16 is exact
-  for copies, and an fp16 add rounded once from fp32 equals numpy's fp16 add).
+  for copies).
 - An exception raised in a PyOp aborts the process. The kernels therefore never raise:
   they record the error, return zeros of the expected shape, and ``M2aeSession.run``
   (what ``make_session`` returns) raises the recorded ``ValueError`` after the run.
@@ -21,9 +21,8 @@ Three limits of ortx 0.15 PyOps shape this module:
   ``flatten``/``tolist`` hand over the contiguous buffer itself, so ORT gets one memcpy.
 
 Kernel cost: ortx copies every input into a fresh numpy array (including the whole
-dense map of a gather); the gather then reads only the addressed pixels and tokens
-(vectorised ``np.take``, a loop over the T <= 9 taps only), and the scatter writes
-into its freshly copied ``base`` in place.
+dense map of a gather); the gather and the scatter then copy one slice per tile (the
+scatter into its freshly copied ``base``, in place).
 """
 
 from __future__ import annotations
@@ -38,7 +37,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
-from m2ae.trt_plugins.onnx_ops import check_plugin_version, has_custom_ops, lower_to_standard_ops
+from m2ae.trt_plugins.onnx_ops import check_plugin_version, has_custom_ops, lower_to_standard_ops, subgraphs
+from m2ae.trt_plugins.reference import grid_shape, tile_origins
 
 _PLUGIN_ATTRS = ("plugin_version", "plugin_namespace")
 
@@ -79,110 +79,106 @@ def _fail(message: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.zeros(shape, dtype=np.float32).view(_DirectResult)
 
 
-def _gather_error(dense: np.ndarray, tokens: np.ndarray, table: np.ndarray) -> str | None:
-    if dense.ndim != 4:
-        return f"dense must be [N,C,H,W], got shape {dense.shape}"
-    if tokens.ndim != 2 or table.ndim != 2:
-        return f"tokens must be [C,Kt] and table [T,K], got {tokens.shape} and {table.shape}"
-    n, c, h, w = dense.shape
-    if tokens.shape[0] != c:
-        return f"tokens have {tokens.shape[0]} channels, dense has {c}"
-    if table.size:
-        lo, hi = int(table.min()), int(table.max())
-        kt, num_pixels = tokens.shape[1], n * h * w
-        if hi >= kt or lo < -1 - num_pixels:
-            v = hi if hi >= kt else lo
-            return f"table value {v} out of range: tokens hold {kt} columns and dense holds {num_pixels} pixels"
+def _tile_error(n: int, rows: int, cols: int, tiles: np.ndarray) -> str | None:
+    if tiles.ndim != 1:
+        return f"tiles must be [B], got shape {tiles.shape}"
+    num_tiles = n * rows * cols
+    if tiles.size and (tiles.min() < 0 or tiles.max() >= num_tiles):
+        return f"tile ids must lie in [0, {num_tiles}), got [{tiles.min()}, {tiles.max()}]"
     return None
 
 
-def gather_numpy(dense: np.ndarray, tokens: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Vectorised MaskedGather on valid inputs; equal to ``reference.masked_gather``.
+def _gather_error(dense: np.ndarray, tiles: np.ndarray, tile: int, halo: int) -> str | None:
+    if dense.ndim != 4:
+        return f"dense must be [N,C,H,W], got shape {dense.shape}"
+    if tile < 1 or halo < 0:
+        return f"tile must be >= 1 and halo >= 0, got tile={tile}, halo={halo}"
+    n, _, h, w = dense.shape
+    return _tile_error(n, *grid_shape(h, w, tile), tiles)
 
-    ``mode="clip"`` skips numpy's per-index bounds check (about half the time of a
-    take): callers validate the table first, as the kernel does.
+
+def _windows(tiles: np.ndarray, height: int, width: int, tile: int, halo: int):  # noqa: ANN202
+    """Per tile: (b, n, source rows, source cols, target rows, target cols) of its in-image part."""
+    size = tile + 2 * halo
+    for b, (image, y0, x0) in enumerate(tile_origins(tiles, height, width, tile)):
+        top, left = y0 - halo, x0 - halo
+        ys, ye = max(top, 0), min(top + size, height)
+        xs, xe = max(left, 0), min(left + size, width)
+        yield b, image, slice(ys, ye), slice(xs, xe), slice(ys - top, ye - top), slice(xs - left, xe - left)
+
+
+def _windows_view(dense: np.ndarray, size: int) -> np.ndarray:
+    """[N, C, H-size+1, W-size+1, size, size]: every size x size window of ``dense`` (no copy)."""
+    n, c, h, w = dense.shape
+    sn, sc, sh, sw = dense.strides
+    return np.lib.stride_tricks.as_strided(dense, (n, c, h - size + 1, w - size + 1, size, size),
+                                           (sn, sc, sh, sw, sh, sw), writeable=False)
+
+
+def gather_numpy(dense: np.ndarray, tiles: np.ndarray, tile: int, halo: int) -> np.ndarray:
+    """MaskedGather on valid inputs; equal to ``reference.masked_gather``.
+
+    Every window is first copied by one fancy index into a window view of the map, at
+    its position clamped into the image (measured 2x faster than a loop of slice
+    copies); the few windows that cross the border are then redone: zero-filled and
+    copied slice by slice. No padded copy of the map.
     """
     n, c, h, w = dense.shape
-    t, k = table.shape
-    kt = tokens.shape[1]
-    hw = h * w
-    out = np.empty((t, c, k), dtype=dense.dtype)
-    tokens_ext = np.empty((c, kt + 1), dtype=dense.dtype)
-    tokens_ext[:, :kt] = tokens
-    tokens_ext[:, kt] = 0
-    by_pixel = dense.reshape(n, c, hw)
-    for ti in range(t):
-        v = table[ti]
-        np.take(tokens_ext, np.where(v >= 0, v, kt), axis=1, out=out[ti], mode="clip")
-        cols = np.flatnonzero(v <= -2)
-        if cols.size:
-            pixel = -2 - v[cols].astype(np.int64)
-            if n == 1:
-                out[ti][:, cols] = np.take(by_pixel[0], pixel, axis=1, mode="clip")
-            else:
-                out[ti][:, cols] = by_pixel[pixel // hw, :, pixel % hw].T
-    return out.reshape(t * c, k)
-
-
-def scatter_numpy(base: np.ndarray, values: np.ndarray, index: np.ndarray, accumulate: int, inplace: bool = False) -> np.ndarray:
-    """Vectorised MaskedScatter on valid inputs; writes into ``base`` when ``inplace``."""
-    out = base if inplace else base.copy()
-    n, c, h, w = out.shape
-    hw = h * w
-    if index.size == 0:
-        return out
-    if n == 1:
-        pixels = out.reshape(c, hw)
-        if accumulate:
-            pixels[:, index] += values
-        else:
-            pixels[:, index] = values
+    size = tile + 2 * halo
+    image, top, left = (tile_origins(tiles, h, w, tile) - np.array([0, halo, halo])).T
+    whole = (top >= 0) & (left >= 0) & (top + size <= h) & (left + size <= w)
+    if size <= min(h, w):
+        out = _windows_view(dense, size)[image, :, np.clip(top, 0, h - size), np.clip(left, 0, w - size)]
     else:
-        pixel = index.astype(np.int64)
-        by_pixel = out.reshape(n, c, hw)
-        if accumulate:
-            by_pixel[pixel // hw, :, pixel % hw] += values.T
-        else:
-            by_pixel[pixel // hw, :, pixel % hw] = values.T
+        out = np.empty((tiles.size, c, size, size), dtype=dense.dtype)
+    border = np.flatnonzero(~whole)
+    for b, image, src_y, src_x, dst_y, dst_x in _windows(tiles[border], h, w, tile, halo):
+        target = out[border[b]]
+        target[...] = 0
+        target[:, dst_y, dst_x] = dense[image, :, src_y, src_x]
     return out
 
 
-def _gather_kernel(dense: np.ndarray, tokens: np.ndarray, table: np.ndarray, **_attrs: str) -> np.ndarray:
+def scatter_numpy(base: np.ndarray, values: np.ndarray, tiles: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """MaskedScatter on valid inputs, one slice copy per tile; writes into ``base`` when ``inplace``."""
+    out = base if inplace else base.copy()
+    _, _, h, w = out.shape
+    for b, image, dst_y, dst_x, src_y, src_x in _windows(tiles, h, w, values.shape[3], 0):
+        out[image, :, dst_y, dst_x] = values[b, :, src_y, src_x]
+    return out
+
+
+def _gather_kernel(dense: np.ndarray, tiles: np.ndarray, tile: int = 0, halo: int = 0, **_attrs: str) -> np.ndarray:
     try:
-        error = _gather_error(dense, tokens, table)
+        error = _gather_error(dense, tiles, tile, halo)
         if error is not None:
-            return _fail(f"{GATHER_OP}: {error}", (0, 0))
-        return gather_numpy(dense, tokens, table).view(_DirectResult)
+            return _fail(f"{GATHER_OP}: {error}", (0, 0, 0, 0))
+        return gather_numpy(dense, tiles, tile, halo).view(_DirectResult)
     except Exception as exc:  # noqa: BLE001 (raising here would abort the process)
-        return _fail(f"{GATHER_OP}: {exc}", (0, 0))
+        return _fail(f"{GATHER_OP}: {exc}", (0, 0, 0, 0))
 
 
-def _scatter_error(base: np.ndarray, values: np.ndarray, index: np.ndarray, accumulate: int) -> str | None:
+def _scatter_error(base: np.ndarray, values: np.ndarray, tiles: np.ndarray) -> str | None:
     if base.ndim != 4:
         return f"base must be [N,C,H,W], got shape {base.shape}"
-    if values.ndim != 2 or index.ndim != 1:
-        return f"values must be [C,K] and index [K], got {values.shape} and {index.shape}"
+    if values.ndim != 4 or values.shape[2] != values.shape[3] or values.shape[3] < 1:
+        return f"values must be [B,C,tile,tile], got shape {values.shape}"
     n, c, h, w = base.shape
-    if values.shape != (c, index.shape[0]):
-        return f"values must be [{c}, {index.shape[0]}] to match base and index, got {values.shape}"
-    if accumulate not in (0, 1):
-        return f"accumulate must be 0 or 1, got {accumulate}"
-    num_pixels = n * h * w
-    # Uniqueness is not checked here (a sort per call): the graph's indices come from NonZero.
-    if index.size and (index.min() < 0 or index.max() >= num_pixels):
-        return f"index values must lie in [0, {num_pixels}), got [{index.min()}, {index.max()}]"
-    return None
+    if tiles.ndim != 1 or values.shape[:2] != (tiles.shape[0], c):
+        return f"values must be [B, {c}, tile, tile] and tiles [B], got {values.shape} and {tiles.shape}"
+    # Uniqueness is not checked here (a sort per call): the graph's ids come from NonZero.
+    return _tile_error(n, *grid_shape(h, w, values.shape[3]), tiles)
 
 
-def _scatter_kernel(base: np.ndarray, values: np.ndarray, index: np.ndarray, accumulate: int = 0, **_attrs: str) -> np.ndarray:
+def _scatter_kernel(base: np.ndarray, values: np.ndarray, tiles: np.ndarray, **_attrs: str) -> np.ndarray:
     try:
-        error = _scatter_error(base, values, index, accumulate)
+        error = _scatter_error(base, values, tiles)
         if error is not None:
             return _fail(f"{SCATTER_OP}: {error}", base.shape)
         # ortx passes freshly allocated copies of the inputs: an owned, writable base is
         # ours to overwrite, which saves a full copy of the map.
         inplace = base.flags.owndata and base.flags.writeable
-        return scatter_numpy(base, values, index, accumulate, inplace=inplace).view(_DirectResult)
+        return scatter_numpy(base, values, tiles, inplace=inplace).view(_DirectResult)
     except Exception as exc:  # noqa: BLE001 (raising here would abort the process)
         return _fail(f"{SCATTER_OP}: {exc}", base.shape)
 
@@ -202,11 +198,11 @@ def register_ops() -> None:
     string_attrs = {name: PyCustomOpDef.dt_string for name in _PLUGIN_ATTRS}
     gather_type = f"{DOMAIN}::{GATHER_OP}"
     if gather_type not in registered:
-        onnx_op(op_type=gather_type, inputs=[f32, f32, i32], outputs=[f32], attrs=string_attrs)(_gather_kernel)
+        attrs = {**string_attrs, "tile": PyCustomOpDef.dt_int64, "halo": PyCustomOpDef.dt_int64}
+        onnx_op(op_type=gather_type, inputs=[f32, i32], outputs=[f32], attrs=attrs)(_gather_kernel)
     scatter_type = f"{DOMAIN}::{SCATTER_OP}"
     if scatter_type not in registered:
-        attrs = {**string_attrs, "accumulate": PyCustomOpDef.dt_int64}
-        onnx_op(op_type=scatter_type, inputs=[f32, f32, i32], outputs=[f32], attrs=attrs)(_scatter_kernel)
+        onnx_op(op_type=scatter_type, inputs=[f32, f32, i32], outputs=[f32], attrs=string_attrs)(_scatter_kernel)
 
 
 def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOptions:
@@ -220,29 +216,33 @@ def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOpt
 
 
 def _float_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every typed tensor, from shape inference on the lowered graph.
+    """Element type of every typed tensor, subgraphs included, from shape inference on
+    the lowered graph.
 
     The lowered graph is all standard ops, so inference flows through the places where
     it would stop at a custom node; tensor names are unchanged by the lowering.
     """
-    lowered = onnx.shape_inference.infer_shapes(lower_to_standard_ops(model))
-    graph = lowered.graph
-    types = {init.name: init.data_type for init in graph.initializer}
-    for info in [*graph.input, *graph.value_info, *graph.output]:
-        if info.type.HasField("tensor_type"):
-            types[info.name] = info.type.tensor_type.elem_type
+    types: dict[str, int] = {}
+
+    def visit(graph: onnx.GraphProto) -> None:
+        types.update((init.name, init.data_type) for init in graph.initializer)
+        for info in [*graph.input, *graph.value_info, *graph.output]:
+            if info.type.HasField("tensor_type"):
+                types[info.name] = info.type.tensor_type.elem_type
+        for node in graph.node:
+            for sub in subgraphs(node):
+                visit(sub)
+
+    visit(onnx.shape_inference.infer_shapes(lower_to_standard_ops(model)).graph)
     return types
 
 
 def _with_default_attributes(node: onnx.NodeProto) -> onnx.NodeProto:
-    """The node itself, or a copy with the attributes it omits set to their defaults.
+    """The node itself, or a copy with the plugin attributes it omits set to their defaults.
 
-    ortx fails the session on a declared attribute that a node lacks; the lowering
-    reads a missing ``accumulate`` as 0, and so does this runtime.
+    ortx fails the session on a declared attribute that a node lacks.
     """
-    defaults: dict[str, object] = {"plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE}
-    if node.op_type == SCATTER_OP:
-        defaults["accumulate"] = 0
+    defaults = {"plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE}
     check_plugin_version(node)
     missing = set(defaults) - {a.name for a in node.attribute}
     if not missing:
@@ -253,20 +253,15 @@ def _with_default_attributes(node: onnx.NodeProto) -> onnx.NodeProto:
     return filled
 
 
-def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Copy of ``model`` that the PyOps can run: float32 data only, every attribute set.
+#: input slots that carry float data, per op
+_FLOAT_INPUTS = {GATHER_OP: (0,), SCATTER_OP: (0, 1)}
 
-    Each ``m2ae`` node whose data is not known to be float32 gets ``Cast`` to float32
-    on its two float inputs and a ``CastLike`` back to the original type on its output.
-    Top-level graph only (the exporters put no custom op in a subgraph; an fp16 node
-    left in one fails the session load cleanly for want of a kernel). Raises
-    ``ValueError`` for a ``plugin_version`` other than this toolkit's.
-    """
-    types = _float_types(model)
-    prepared = onnx.ModelProto()
-    prepared.CopyFrom(model)
+
+def _prepare_graph(graph: onnx.GraphProto, types: dict[str, int], counter: list[int]) -> None:
     nodes: list[onnx.NodeProto] = []
-    for i, node in enumerate(model.graph.node):
+    for node in graph.node:
+        for sub in subgraphs(node):
+            _prepare_graph(sub, types, counter)
         if node.domain != DOMAIN:
             nodes.append(node)
             continue
@@ -274,10 +269,11 @@ def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
         if types.get(node.input[0]) == TensorProto.FLOAT:
             nodes.append(node)
             continue
-        prefix = f"_m2ae_f32_{i}"
+        counter[0] += 1
+        prefix = f"_m2ae_f32_{counter[0]}"
         wrapped = onnx.NodeProto()
         wrapped.CopyFrom(node)
-        for slot in (0, 1):
+        for slot in _FLOAT_INPUTS.get(node.op_type, (0,)):
             cast = f"{prefix}/in{slot}"
             nodes.append(helper.make_node("Cast", [node.input[slot]], [cast], name=cast, to=TensorProto.FLOAT))
             wrapped.input[slot] = cast
@@ -286,8 +282,22 @@ def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
         nodes.append(
             helper.make_node("CastLike", [wrapped.output[0], node.input[0]], [node.output[0]], name=f"{prefix}/back")
         )
-    del prepared.graph.node[:]
-    prepared.graph.node.extend(nodes)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy of ``model`` that the PyOps can run: float32 data only, every attribute set.
+
+    Each ``m2ae`` node (in the main graph or an ``If`` branch) whose data is not known
+    to be float32 gets ``Cast`` to float32 on its float inputs and a ``CastLike`` back
+    to the original type on its output. Raises ``ValueError`` for a ``plugin_version``
+    other than this toolkit's.
+    """
+    types = _float_types(model)
+    prepared = onnx.ModelProto()
+    prepared.CopyFrom(model)
+    _prepare_graph(prepared.graph, types, [0])
     return prepared
 
 

@@ -1,10 +1,10 @@
 """Torch custom ops ``torch.ops.m2ae.masked_gather`` / ``masked_scatter`` and their ONNX symbolics.
 
-The ops follow ``reference.py`` exactly (pure data movement, plus one add for
-``accumulate=1``) and are built from plain torch indexing, so they run on any device
-torch does. Fake (meta) kernels give the output shapes for tracing and export:
-gather ``[T*C, K]`` with ``T, K`` from ``table`` and ``C`` from ``dense``; scatter like
-``base``. No autograd: the pruned graph is inference only.
+The ops follow ``reference.py`` exactly (pure data movement over square tiles) and are
+built from plain torch padding, unfolding and indexing, so they run on any device torch
+does. Fake (meta) kernels give the output shapes for tracing and export: gather
+``[B, C, tile+2*halo, tile+2*halo]``; scatter like ``base``. No autograd: the pruned
+graph is inference only.
 
 ``register_onnx_symbolics`` maps both ops onto ``m2ae``-domain ONNX nodes for
 ``torch.onnx.export(..., dynamo=False)``.
@@ -27,43 +27,44 @@ SCATTER_QUALNAME = f"{DOMAIN}::masked_scatter"
 FLOAT_DTYPES = (torch.float32, torch.float16)
 
 
-def _gather_impl(dense: Tensor, tokens: Tensor, table: Tensor) -> Tensor:
+def _grid(height: int, width: int, tile: int) -> tuple[int, int]:
+    return -(-height // tile), -(-width // tile)
+
+
+def _tile_coords(tiles: Tensor, rows: int, cols: int) -> tuple[Tensor, Tensor, Tensor]:
+    ids = tiles.long()
+    return ids // (rows * cols), (ids // cols) % rows, ids % cols
+
+
+def _gather_impl(dense: Tensor, tiles: Tensor, tile: int, halo: int) -> Tensor:
     n, c, h, w = dense.shape
-    t, k = table.shape
-    hw = h * w
-    v = table.reshape(-1).long()
-    # Tokens gain a zero column so that v == -1 (and dense entries) read a valid column.
-    tokens_ext = torch.cat([tokens, tokens.new_zeros((c, 1))], dim=1)
-    kt = tokens.shape[1]
-    rows = tokens_ext.t()[torch.where(v >= 0, v, kt)]
-    from_dense = v <= -2
-    if n * hw > 0:
-        p = torch.where(from_dense, -2 - v, torch.zeros_like(v))
-        # Index [n, :, hw] directly: no transpose of the dense map.
-        dense_rows = dense.reshape(n, c, hw)[p // hw, :, p % hw]
-        rows = torch.where(from_dense.unsqueeze(1), dense_rows, rows)
-    return rows.reshape(t, k, c).permute(0, 2, 1).reshape(t * c, k)
+    rows, cols = _grid(h, w, tile)
+    size = tile + 2 * halo
+    # One zero-padded copy makes every window (partial edge tiles too) a plain slice.
+    padded = torch.nn.functional.pad(dense, (halo, halo + cols * tile - w, halo, halo + rows * tile - h))
+    windows = padded.unfold(2, size, tile).unfold(3, size, tile)  # [N, C, rows, cols, S, S]
+    image, ty, tx = _tile_coords(tiles, rows, cols)
+    return windows[image, :, ty, tx].contiguous()
 
 
-def _scatter_impl(base: Tensor, values: Tensor, index: Tensor, accumulate: int) -> Tensor:
+def _scatter_impl(base: Tensor, values: Tensor, tiles: Tensor) -> Tensor:
     n, c, h, w = base.shape
-    hw = h * w
-    out = base.clone(memory_format=torch.contiguous_format)
-    idx = index.long()
-    pixels = out.view(n, c, hw)
-    nidx, hwidx = idx // hw, idx % hw
-    if accumulate:
-        pixels[nidx, :, hwidx] += values.t()
-    else:
-        pixels[nidx, :, hwidx] = values.t()
-    return out
+    tile = values.shape[3]
+    rows, cols = _grid(h, w, tile)
+    out = base.new_zeros((n, c, rows * tile, cols * tile))
+    out[:, :, :h, :w] = base
+    cells = out.unfold(2, tile, tile).unfold(3, tile, tile)  # a view: writes land in ``out``
+    image, ty, tx = _tile_coords(tiles, rows, cols)
+    cells[image, :, ty, tx] = values
+    return out[:, :, :h, :w].contiguous()
 
 
-def _gather_fake(dense: Tensor, tokens: Tensor, table: Tensor) -> Tensor:
-    return dense.new_empty((table.shape[0] * dense.shape[1], table.shape[1]))
+def _gather_fake(dense: Tensor, tiles: Tensor, tile: int, halo: int) -> Tensor:
+    size = tile + 2 * halo
+    return dense.new_empty((tiles.shape[0], dense.shape[1], size, size))
 
 
-def _scatter_fake(base: Tensor, values: Tensor, index: Tensor, accumulate: int) -> Tensor:
+def _scatter_fake(base: Tensor, values: Tensor, tiles: Tensor) -> Tensor:
     return torch.empty_like(base, memory_format=torch.contiguous_format)
 
 
@@ -98,94 +99,80 @@ def _is_host(tensor: Tensor) -> bool:
     return tensor.device.type == "cpu"
 
 
-def validate_gather(dense: Tensor, tokens: Tensor, table: Tensor, check: bool = True) -> None:
+def _check_tiles(tiles: Tensor, num_tiles: int, check: bool) -> None:
+    _check_index("tiles", tiles)
+    if tiles.ndim != 1:
+        raise ValueError(f"tiles must be [B], got shape {tuple(tiles.shape)}")
+    if check and _is_host(tiles) and tiles.numel():
+        lo, hi = int(tiles.min()), int(tiles.max())
+        if lo < 0 or hi >= num_tiles:
+            raise ValueError(f"tile ids must lie in [0, {num_tiles}), got [{lo}, {hi}]")
+
+
+def validate_gather(dense: Tensor, tiles: Tensor, tile: int, halo: int, check: bool = True) -> None:
     """Raise ``ValueError`` when the inputs break the MaskedGather contract.
 
-    Shapes and dtypes are always checked; ``check`` adds the index range check, done
-    only for CPU tables (on a device it would force a synchronising copy).
+    Shapes and dtypes are always checked; ``check`` adds the tile id range check, done
+    only for CPU ids (on a device it would force a synchronising copy).
     """
     _check_float("dense", dense)
-    _check_index("table", table)
     if dense.ndim != 4:
         raise ValueError(f"dense must be [N,C,H,W], got shape {tuple(dense.shape)}")
-    if tokens.ndim != 2 or table.ndim != 2:
-        raise ValueError(
-            f"tokens must be [C,Kt] and table [T,K], got {tuple(tokens.shape)} and {tuple(table.shape)}"
-        )
-    if tokens.dtype != dense.dtype:
-        raise ValueError(f"tokens dtype {tokens.dtype} differs from dense dtype {dense.dtype}")
-    n, c, h, w = dense.shape
-    if tokens.shape[0] != c:
-        raise ValueError(f"tokens have {tokens.shape[0]} channels, dense has {c}")
-    if not (check and _is_host(table) and table.numel()):
-        return
-    kt = tokens.shape[1]
-    num_pixels = n * h * w
-    values = table.long()
-    bad = (values >= kt) | (values < -1 - num_pixels)
-    if bool(bad.any()):
-        v = int(values[bad][0])
-        raise ValueError(
-            f"table value {v} out of range: tokens hold {kt} columns and dense holds {num_pixels} pixels"
-        )
+    if tile < 1 or halo < 0:
+        raise ValueError(f"tile must be >= 1 and halo >= 0, got tile={tile}, halo={halo}")
+    n, _, h, w = dense.shape
+    rows, cols = _grid(h, w, tile)
+    _check_tiles(tiles, n * rows * cols, check)
 
 
-def validate_scatter(base: Tensor, values: Tensor, index: Tensor, accumulate: int, check: bool = True) -> None:
+def validate_scatter(base: Tensor, values: Tensor, tiles: Tensor, check: bool = True) -> None:
     """Raise ``ValueError`` when the inputs break the MaskedScatter contract.
 
-    ``check`` adds the range and uniqueness checks on CPU indices.
+    ``check`` adds the range and uniqueness checks on CPU ids.
     """
     _check_float("base", base)
-    _check_index("index", index)
     if base.ndim != 4:
         raise ValueError(f"base must be [N,C,H,W], got shape {tuple(base.shape)}")
-    if values.ndim != 2 or index.ndim != 1:
-        raise ValueError(
-            f"values must be [C,K] and index [K], got {tuple(values.shape)} and {tuple(index.shape)}"
-        )
+    if values.ndim != 4 or values.shape[2] != values.shape[3] or values.shape[3] < 1:
+        raise ValueError(f"values must be [B,C,tile,tile], got shape {tuple(values.shape)}")
     if values.dtype != base.dtype:
         raise ValueError(f"values dtype {values.dtype} differs from base dtype {base.dtype}")
     n, c, h, w = base.shape
-    if tuple(values.shape) != (c, index.shape[0]):
-        raise ValueError(
-            f"values must be [{c}, {index.shape[0]}] to match base and index, got {tuple(values.shape)}"
-        )
-    if accumulate not in (0, 1):
-        raise ValueError(f"accumulate must be 0 or 1, got {accumulate}")
-    if not (check and _is_host(index) and index.numel()):
-        return
-    num_pixels = n * h * w
-    lo, hi = int(index.min()), int(index.max())
-    if lo < 0 or hi >= num_pixels:
-        raise ValueError(f"index values must lie in [0, {num_pixels}), got [{lo}, {hi}]")
-    if torch.unique(index).numel() != index.numel():
-        raise ValueError("index values must be unique")
+    if tiles.ndim != 1 or tuple(values.shape[:2]) != (tiles.shape[0], c):
+        raise ValueError(f"values must be [B, {c}, tile, tile] and tiles [B], "
+                         f"got {tuple(values.shape)} and {tuple(tiles.shape)}")
+    rows, cols = _grid(h, w, values.shape[3])
+    _check_tiles(tiles, n * rows * cols, check)
+    if check and _is_host(tiles) and torch.unique(tiles).numel() != tiles.numel():
+        raise ValueError("tile ids must be unique")
 
 
-def masked_gather(dense: Tensor, tokens: Tensor, table: Tensor, check: bool = True) -> Tensor:
-    """``torch.ops.m2ae.masked_gather`` after validation; returns ``[T*C, K]``."""
-    validate_gather(dense, tokens, table, check)
-    return torch.ops.m2ae.masked_gather(dense, tokens, table)
+def masked_gather(dense: Tensor, tiles: Tensor, tile: int, halo: int, check: bool = True) -> Tensor:
+    """``torch.ops.m2ae.masked_gather`` after validation; returns ``[B, C, tile+2*halo, tile+2*halo]``."""
+    validate_gather(dense, tiles, tile, halo, check)
+    return torch.ops.m2ae.masked_gather(dense, tiles, tile, halo)
 
 
-def masked_scatter(base: Tensor, values: Tensor, index: Tensor, accumulate: int = 0, check: bool = True) -> Tensor:
+def masked_scatter(base: Tensor, values: Tensor, tiles: Tensor, check: bool = True) -> Tensor:
     """``torch.ops.m2ae.masked_scatter`` after validation; returns a new ``[N,C,H,W]`` map."""
-    validate_scatter(base, values, index, accumulate, check)
-    return torch.ops.m2ae.masked_scatter(base, values, index, accumulate)
+    validate_scatter(base, values, tiles, check)
+    return torch.ops.m2ae.masked_scatter(base, values, tiles)
 
 
 def _plugin_attrs() -> dict[str, str]:
     return {"plugin_version_s": PLUGIN_VERSION, "plugin_namespace_s": PLUGIN_NAMESPACE}
 
 
-def _gather_symbolic(g, dense, tokens, table):  # noqa: ANN001, ANN202 (TorchScript graph values)
-    out = g.op(f"{DOMAIN}::{GATHER_OP}", dense, tokens, table, **_plugin_attrs())
-    out.setType(dense.type().with_sizes([None, None]))
+def _gather_symbolic(g, dense, tiles, tile: int, halo: int):  # noqa: ANN001, ANN202 (TorchScript values)
+    out = g.op(f"{DOMAIN}::{GATHER_OP}", dense, tiles, tile_i=tile, halo_i=halo, **_plugin_attrs())
+    size = tile + 2 * halo
+    channels = dense.type().sizes()[1] if dense.type().sizes() else None
+    out.setType(dense.type().with_sizes([None, channels, size, size]))
     return out
 
 
-def _scatter_symbolic(g, base, values, index, accumulate: int):  # noqa: ANN001, ANN202
-    out = g.op(f"{DOMAIN}::{SCATTER_OP}", base, values, index, accumulate_i=accumulate, **_plugin_attrs())
+def _scatter_symbolic(g, base, values, tiles):  # noqa: ANN001, ANN202
+    out = g.op(f"{DOMAIN}::{SCATTER_OP}", base, values, tiles, **_plugin_attrs())
     out.setType(base.type())
     return out
 
@@ -197,7 +184,7 @@ def register_onnx_symbolics(opset: int = 17) -> None:
     """
     from torch.onnx import register_custom_op_symbolic, symbolic_helper
 
-    # parse_args turns the traced int into the Python int the attribute needs.
-    scatter = symbolic_helper.parse_args("v", "v", "v", "i")(_scatter_symbolic)
-    register_custom_op_symbolic(GATHER_QUALNAME, _gather_symbolic, opset)
-    register_custom_op_symbolic(SCATTER_QUALNAME, scatter, opset)
+    # parse_args turns the traced ints into the Python ints the attributes need.
+    gather = symbolic_helper.parse_args("v", "v", "i", "i")(_gather_symbolic)
+    register_custom_op_symbolic(GATHER_QUALNAME, gather, opset)
+    register_custom_op_symbolic(SCATTER_QUALNAME, _scatter_symbolic, opset)

@@ -1,7 +1,8 @@
 // Runs the CUDA kernels' per-thread code (trt_plugins/csrc/masked_ops_kernels.cuh) on
 // the CPU: every (block, thread) of the grid the GPU launcher would use, in order.
-// The ops write disjoint elements (unique indices), so sequential order gives the GPU
-// result. Built and driven by tests/test_kernels_host_emulation.py.
+// The ops write disjoint elements (each gather block its own window, scatter tile ids
+// unique), so sequential order gives the GPU result. Built and driven by
+// tests/test_kernels_host_emulation.py.
 #include "masked_ops_kernels.cuh"
 
 #include <cstring>
@@ -10,17 +11,17 @@ namespace
 {
 
 using m2ae::kernels::Grid;
-using m2ae::kernels::kThreads;
 using m2ae::kernels::ThreadCoord;
 
-//! What the last call ran: the vector width picked and the grid, for the tests to see
-//! which path they covered.
+//! What a call did: kernel runs and base->out copies, and the grid of the last run, for
+//! the tests to see that nothing ran where nothing had to and which grid covered a case.
 struct RunRecord
 {
-    int32_t vec;
+    int32_t runs;
+    int32_t copies;
     int64_t gridX;
     int64_t gridY;
-    int64_t gridZ;
+    int64_t threads;
 };
 
 class HostExecutor
@@ -29,23 +30,23 @@ public:
     explicit HostExecutor(RunRecord* record)
         : mRecord(record)
     {
-        *mRecord = RunRecord{0, 0, 0, 0};
+        *mRecord = RunRecord{0, 0, 0, 0, 0};
     }
 
     template <typename Op>
     void run(Grid grid, Op const& op)
     {
-        *mRecord = RunRecord{Op::kVec, grid.x, grid.y, grid.z};
-        for (int64_t z = 0; z < grid.z; ++z)
+        mRecord->runs += 1;
+        mRecord->gridX = grid.x;
+        mRecord->gridY = grid.y;
+        mRecord->threads = grid.threads;
+        for (int64_t y = 0; y < grid.y; ++y)
         {
-            for (int64_t y = 0; y < grid.y; ++y)
+            for (int64_t x = 0; x < grid.x; ++x)
             {
-                for (int64_t x = 0; x < grid.x; ++x)
+                for (int64_t thread = 0; thread < grid.threads; ++thread)
                 {
-                    for (int64_t thread = 0; thread < kThreads; ++thread)
-                    {
-                        op(ThreadCoord{x, y, z, thread});
-                    }
+                    op(ThreadCoord{x, y, thread, grid.threads});
                 }
             }
         }
@@ -53,6 +54,7 @@ public:
 
     int copy(void* dst, void const* src, size_t bytes)
     {
+        mRecord->copies += 1;
         std::memcpy(dst, src, bytes);
         return 0;
     }
@@ -68,18 +70,17 @@ private:
 
 } // namespace
 
-extern "C" M2AE_EXPORT int m2ae_emulated_gather(void* out, void const* dense, void const* tokens,
-    int32_t const* table, int64_t n, int64_t c, int64_t hw, int64_t kt, int64_t t, int64_t k, int32_t dtype,
-    RunRecord* record)
+extern "C" M2AE_EXPORT int m2ae_emulated_gather(void* out, void const* dense, int32_t const* tiles, int64_t n,
+    int64_t c, int64_t h, int64_t w, int64_t b, int32_t tile, int32_t halo, int32_t dtype, RunRecord* record)
 {
     HostExecutor exec(record);
-    return m2ae::kernels::maskedGather(exec, out, dense, tokens, table, n, c, hw, kt, t, k, dtype);
+    return m2ae::kernels::maskedGather(exec, out, dense, tiles, n, c, h, w, b, tile, halo, dtype);
 }
 
 extern "C" M2AE_EXPORT int m2ae_emulated_scatter(void* out, void const* base, void const* values,
-    int32_t const* index, int64_t n, int64_t c, int64_t hw, int64_t k, int32_t dtype, int32_t accumulate,
+    int32_t const* tiles, int64_t n, int64_t c, int64_t h, int64_t w, int64_t b, int32_t tile, int32_t dtype,
     RunRecord* record)
 {
     HostExecutor exec(record);
-    return m2ae::kernels::maskedScatter(exec, out, base, values, index, n, c, hw, k, dtype, accumulate);
+    return m2ae::kernels::maskedScatter(exec, out, base, values, tiles, n, c, h, w, b, tile, dtype);
 }

@@ -9,33 +9,47 @@ namespace
 {
 
 constexpr int32_t kDense = 0;
-constexpr int32_t kTokens = 1;
-constexpr int32_t kTable = 2;
+constexpr int32_t kTiles = 1;
+constexpr std::size_t kTile = 0;
+constexpr std::size_t kHalo = 1;
+
+int64_t windowSide(int32_t tile, int32_t halo) noexcept
+{
+    return int64_t{tile} + 2 * int64_t{halo};
+}
 
 } // namespace
 
-bool MaskedGatherPlugin::outputShape(
-    nvinfer1::DimsExprs const* inputs, nvinfer1::DimsExprs& output, nvinfer1::IExprBuilder& exprBuilder) noexcept
+char const* MaskedGatherPlugin::attributesError(Attributes const& attributes) noexcept
 {
-    output.nbDims = 2;
-    output.d[0]
-        = exprBuilder.operation(nvinfer1::DimensionOperation::kPROD, *inputs[kTable].d[0], *inputs[kDense].d[1]);
-    output.d[1] = inputs[kTable].d[1];
-    return output.d[0] != nullptr;
+    return windowSideValid(windowSide(attributes[kTile], attributes[kHalo]))
+        ? nullptr
+        : "tile + 2*halo, the side of a gathered window, must be at most 46340 (2^31 - 1 pixels)";
 }
 
-bool MaskedGatherPlugin::dimsAgree(nvinfer1::Dims const* inputs) noexcept
+bool MaskedGatherPlugin::outputShape(
+    nvinfer1::DimsExprs const* inputs, nvinfer1::DimsExprs& output, nvinfer1::IExprBuilder& exprBuilder) const noexcept
 {
-    return dimAgrees(inputs[kTokens].d[0], inputs[kDense].d[1]);
+    nvinfer1::IDimensionExpr const* side = exprBuilder.constant(windowSide(attribute(kTile), attribute(kHalo)));
+    output.nbDims = 4;
+    output.d[0] = inputs[kTiles].d[0];
+    output.d[1] = inputs[kDense].d[1];
+    output.d[2] = side;
+    output.d[3] = side;
+    return side != nullptr;
+}
+
+bool MaskedGatherPlugin::dimsAgree(nvinfer1::Dims const* /*inputs*/) noexcept
+{
+    return true;
 }
 
 int MaskedGatherPlugin::launch(nvinfer1::PluginTensorDesc const* inputDesc, void const* const* inputs, void* output,
     int32_t dtype, cudaStream_t stream) const noexcept
 {
     nvinfer1::Dims const& dense = inputDesc[kDense].dims;
-    nvinfer1::Dims const& table = inputDesc[kTable].dims;
-    return m2ae_masked_gather(output, inputs[kDense], inputs[kTokens], static_cast<int32_t const*>(inputs[kTable]),
-        dense.d[0], dense.d[1], dimsProduct(dense, 2, 4), inputDesc[kTokens].dims.d[1], table.d[0], table.d[1], dtype,
+    return m2ae_masked_gather(output, inputs[kDense], static_cast<int32_t const*>(inputs[kTiles]), dense.d[0],
+        dense.d[1], dense.d[2], dense.d[3], inputDesc[kTiles].dims.d[0], attribute(kTile), attribute(kHalo), dtype,
         stream);
 }
 

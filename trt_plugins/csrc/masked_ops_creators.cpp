@@ -10,28 +10,29 @@ namespace m2ae
 namespace
 {
 
-//! Reads one attribute into `value`; false (logged) when present but not one integer
-//! within the attribute's range.
+//! Reads one attribute into `value`; false (logged) when required but absent, or
+//! present but not one integer within the attribute's range.
 bool readAttribute(
     char const* pluginName, IntAttribute const& spec, nvinfer1::PluginFieldCollection const* fc, int32_t& value) noexcept
 {
     int64_t read = spec.defaultValue;
     bool malformed = false;
-    readIntField(fc, spec.name, read, malformed);
-    if (!malformed && read >= spec.min && read <= spec.max)
+    bool const present = readIntField(fc, spec.name, read, malformed);
+    if ((present || !spec.required) && !malformed && read >= spec.min && read <= spec.max)
     {
         value = static_cast<int32_t>(read);
         return true;
     }
     try
     {
-        std::string const message = std::string("attribute '") + spec.name + "' must be one integer in ["
+        std::string const message = std::string("attribute '") + spec.name + "' "
+            + (present ? "must be one integer in [" : "is missing; it takes one integer in [")
             + std::to_string(spec.min) + ", " + std::to_string(spec.max) + "]";
         logMessage(nvinfer1::ILogger::Severity::kERROR, pluginName, message.c_str());
     }
     catch (...)
     {
-        logMessage(nvinfer1::ILogger::Severity::kERROR, pluginName, "malformed attribute");
+        logMessage(nvinfer1::ILogger::Severity::kERROR, pluginName, "missing or malformed attribute");
     }
     return false;
 }
@@ -60,6 +61,11 @@ nvinfer1::IPluginV3* MaskedOpCreator<Plugin>::createPlugin(
         {
             return nullptr;
         }
+    }
+    if (char const* error = Plugin::attributesError(values))
+    {
+        logMessage(nvinfer1::ILogger::Severity::kERROR, Plugin::kName, error);
+        return nullptr;
     }
     return new (std::nothrow) Plugin(values);
 }

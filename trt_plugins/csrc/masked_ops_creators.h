@@ -20,8 +20,10 @@ class MaskedOpCreator final : public nvinfer1::IPluginCreatorV3One
 public:
     MaskedOpCreator() noexcept;
 
-    //! Attributes missing from `fc` take their defaults; fields of other names are
-    //! ignored; an attribute that is not one integer in range is an error (null).
+    //! Optional attributes missing from `fc` take their defaults; fields of other names
+    //! are ignored; a required attribute missing, an attribute that is not one integer
+    //! in range, or values that do not fit together (Plugin::attributesError) are an
+    //! error (null).
     nvinfer1::IPluginV3* createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc,
         nvinfer1::TensorRTPhase phase) noexcept override;
     nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;

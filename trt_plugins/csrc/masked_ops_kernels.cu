@@ -18,7 +18,7 @@ using m2ae::kernels::ThreadCoord;
 template <typename Op>
 __global__ void __launch_bounds__(kThreads) runThreads(Op const op)
 {
-    op(ThreadCoord{blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x});
+    op(ThreadCoord{blockIdx.x, blockIdx.y, threadIdx.x, blockDim.x});
 }
 
 //! Launches every op asynchronously on one stream.
@@ -33,8 +33,8 @@ public:
     template <typename Op>
     void run(Grid grid, Op const& op)
     {
-        dim3 const blocks(static_cast<unsigned>(grid.x), static_cast<unsigned>(grid.y), static_cast<unsigned>(grid.z));
-        runThreads<<<blocks, kThreads, 0, mStream>>>(op);
+        dim3 const blocks(static_cast<unsigned>(grid.x), static_cast<unsigned>(grid.y));
+        runThreads<<<blocks, static_cast<unsigned>(grid.threads), 0, mStream>>>(op);
     }
 
     int copy(void* dst, void const* src, size_t bytes)
@@ -53,18 +53,18 @@ private:
 
 } // namespace
 
-extern "C" int m2ae_masked_gather(void* out, void const* dense, void const* tokens, int32_t const* table, int64_t n,
-    int64_t c, int64_t hw, int64_t kt, int64_t t, int64_t k, int32_t dtype, cudaStream_t stream)
+extern "C" int m2ae_masked_gather(void* out, void const* dense, int32_t const* tiles, int64_t n, int64_t c,
+    int64_t h, int64_t w, int64_t b, int32_t tile, int32_t halo, int32_t dtype, cudaStream_t stream)
 {
     StreamExecutor exec(stream);
-    return m2ae::kernels::maskedGather(exec, out, dense, tokens, table, n, c, hw, kt, t, k, dtype);
+    return m2ae::kernels::maskedGather(exec, out, dense, tiles, n, c, h, w, b, tile, halo, dtype);
 }
 
-extern "C" int m2ae_masked_scatter(void* out, void const* base, void const* values, int32_t const* index, int64_t n,
-    int64_t c, int64_t hw, int64_t k, int32_t dtype, int32_t accumulate, cudaStream_t stream)
+extern "C" int m2ae_masked_scatter(void* out, void const* base, void const* values, int32_t const* tiles, int64_t n,
+    int64_t c, int64_t h, int64_t w, int64_t b, int32_t tile, int32_t dtype, cudaStream_t stream)
 {
     StreamExecutor exec(stream);
-    return m2ae::kernels::maskedScatter(exec, out, base, values, index, n, c, hw, k, dtype, accumulate);
+    return m2ae::kernels::maskedScatter(exec, out, base, values, tiles, n, c, h, w, b, tile, dtype);
 }
 
 extern "C" char const* m2ae_cuda_error_string(int status)

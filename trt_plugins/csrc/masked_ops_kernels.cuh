@@ -1,14 +1,16 @@
 // What one thread of MaskedGather / MaskedScatter does, and how a call is planned
-// (vector width, grid, argument checks), written once for two executors: the CUDA
-// launchers in masked_ops_kernels.cu run it on the GPU, and the tests run the very
-// same code on the CPU (tests/csrc/kernels_host_emulation.cu), so CI checks the
-// index arithmetic and every vector path against the reference without a GPU.
+// (argument checks, grid), written once for two executors: the CUDA launchers in
+// masked_ops_kernels.cu run it on the GPU, and the tests run the very same code on the
+// CPU (tests/csrc/kernels_host_emulation.cu), so CI checks the tile decoding, the
+// border handling and the channel chunking against the reference without a GPU.
 //
-// Layout: one thread owns VEC consecutive columns k of one table row t (gather) or of
-// the index (scatter) and walks a chunk of channels. Index loads, token/value reads and
-// the writes of out[t*C + c, k] are then coalesced along k, and a decoded index is
-// reused for every channel of the chunk. Dense pixels sit at n*C*HW + c*HW + hw, so
-// those reads (gather) and writes (scatter) are the unavoidable strided part.
+// Layout: a block owns one tile (blockIdx.x = b) and a chunk of channels (blockIdx.y).
+// Its threads walk the tile's window row-major, one pixel each per step, so consecutive
+// threads touch consecutive x: the dense rows and the [B,C,S,S] / [B,C,tile,tile] rows
+// are read and written coalesced. A thread decodes the tile id and its pixel once and
+// reuses them for every channel of the chunk. Elements move one at a time: a window
+// starts at x = tx*tile - halo, so in general no vector width is aligned, and a plain
+// copy keeps float32 and float16 bit-exact.
 #pragma once
 
 #include "masked_ops_kernels.h"
@@ -17,7 +19,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 #if defined(__CUDACC__)
 #define M2AE_HOST_DEVICE __host__ __device__ __forceinline__
@@ -25,12 +26,10 @@
 #define M2AE_HOST_DEVICE inline
 #endif
 
-// Unrolling hints for the device pass only; the host compiler does not know them.
+// Unrolling hint for the device pass only; the host compiler does not know it.
 #if defined(__CUDA_ARCH__)
-#define M2AE_UNROLL _Pragma("unroll")
 #define M2AE_UNROLL_BY_4 _Pragma("unroll 4")
 #else
-#define M2AE_UNROLL
 #define M2AE_UNROLL_BY_4
 #endif
 
@@ -39,97 +38,35 @@ namespace m2ae
 namespace kernels
 {
 
-constexpr int kThreads = 256;
-// Channels per block: enough to amortise the index decode, few enough that small K
-// still spreads over many blocks.
+//! Most threads per block; small windows get fewer (whole warps), not idle threads.
+constexpr int64_t kThreads = 256;
+constexpr int64_t kWarp = 32;
+// Channels per block: enough to amortise the tile and pixel decode, few enough that a
+// handful of tiles still spreads over many blocks.
 constexpr int64_t kChannelsPerBlock = 16;
-// blockIdx.y and blockIdx.z are limited to 65535.
-constexpr int64_t kMaxGridYZ = 65535;
+constexpr int64_t kMaxGridX = 2147483647;
+constexpr int64_t kMaxGridY = 65535;
+// Pixels inside a window are divided in 32 bits, far cheaper than 64 on the device.
+constexpr int64_t kMaxWindowPixels = 2147483647;
 
-//! blockIdx.{x,y,z} and threadIdx.x of the thread being run.
+//! blockIdx.{x,y}, threadIdx.x and blockDim.x of the thread being run.
 struct ThreadCoord
 {
     int64_t blockX;
     int64_t blockY;
-    int64_t blockZ;
     int64_t thread;
+    int64_t blockThreads;
 };
 
-//! Blocks per grid dimension; every block has kThreads threads.
+//! Blocks per grid dimension and threads per block.
 struct Grid
 {
     int64_t x;
     int64_t y;
-    int64_t z;
+    int64_t threads;
 };
 
-template <typename T, int VEC>
-struct alignas(sizeof(T) * VEC) Pack
-{
-    T v[VEC];
-};
-
-//! The unsigned word as wide as a Pack: what one vector load or store moves.
-template <int BYTES>
-struct Word;
-
-template <>
-struct Word<2>
-{
-    using type = unsigned short;
-};
-
-template <>
-struct Word<4>
-{
-    using type = unsigned int;
-};
-
-template <>
-struct Word<8>
-{
-    using type = uint2;
-};
-
-template <>
-struct Word<16>
-{
-    using type = uint4;
-};
-
-// Through one word of the pack's width, with explicit vector load/store instructions
-// on the device: left to itself nvcc splits an unrolled Pack store into one store per
-// element (it cannot prove dst + ch * k aligned), which loses the wide coalesced
-// accesses. Loads take the read-only path: what loadPack reads is never written by
-// the same kernel.
-template <typename T, int VEC>
-M2AE_HOST_DEVICE Pack<T, VEC> loadPack(T const* src)
-{
-    using W = typename Word<sizeof(Pack<T, VEC>)>::type;
-#if defined(__CUDA_ARCH__)
-    W const word = __ldg(reinterpret_cast<W const*>(src));
-#else
-    W const word = *reinterpret_cast<W const*>(src);
-#endif
-    Pack<T, VEC> pack;
-    memcpy(&pack, &word, sizeof(pack));
-    return pack;
-}
-
-template <typename T, int VEC>
-M2AE_HOST_DEVICE void storePack(T* dst, Pack<T, VEC> const& pack)
-{
-    using W = typename Word<sizeof(Pack<T, VEC>)>::type;
-    W word;
-    memcpy(&word, &pack, sizeof(word));
-#if defined(__CUDA_ARCH__)
-    __stwb(reinterpret_cast<W*>(dst), word);
-#else
-    *reinterpret_cast<W*>(dst) = word;
-#endif
-}
-
-//! One element of an input the kernel never writes (tokens, dense), through the
+//! One element of an input the kernel never writes (dense, values, tiles), through the
 //! read-only data cache on the device.
 template <typename T>
 M2AE_HOST_DEVICE T loadReadOnly(T const* src)
@@ -156,188 +93,173 @@ M2AE_HOST_DEVICE __half zeroValue<__half>()
     return __ushort_as_half(0);
 }
 
-// Single IEEE round-to-nearest additions: bit-identical to numpy's float32/float16 +=.
-// (fp16 on the host adds in fp32 and rounds once more; fp32's 24-bit significand makes
-// that double rounding exact for a sum of two fp16 values.)
-M2AE_HOST_DEVICE float addValues(float a, float b)
-{
-#if defined(__CUDA_ARCH__)
-    return __fadd_rn(a, b);
-#else
-    return a + b;
-#endif
-}
-
-M2AE_HOST_DEVICE __half addValues(__half a, __half b)
-{
-    return __hadd(a, b);
-}
-
 M2AE_HOST_DEVICE int64_t minIndex(int64_t a, int64_t b)
 {
     return a < b ? a : b;
 }
 
-//! Offset of channel 0 of linear pixel p = n*HW + h*W + w in an NCHW map.
-M2AE_HOST_DEVICE int64_t pixelOffset(int64_t p, int64_t c, int64_t hw)
+M2AE_HOST_DEVICE int64_t ceilDiv(int64_t a, int64_t b)
 {
-    int64_t const n = p / hw;
-    return n * c * hw + (p - n * hw);
+    return (a + b - 1) / b;
 }
 
-//! The share of one thread: VEC columns from k0, table row t (gather), and a chunk of
-//! `channels` channels from c0. Threads past the last column are not `active`.
-struct ThreadColumns
+//! Image and top-left pixel of a tile's cell.
+struct TileOrigin
 {
-    bool active;
-    int64_t k0;
-    int64_t t;
-    int64_t c0;
-    int64_t channels;
+    int64_t image;
+    int64_t y0;
+    int64_t x0;
+};
 
-    M2AE_HOST_DEVICE static ThreadColumns of(ThreadCoord const& id, int vec, int64_t k, int64_t c)
+//! The grid of tile x tile cells over every image of the map.
+struct TileGrid
+{
+    int64_t cells; // rows * cols, per image
+    int64_t cols;
+    int64_t tile;
+
+    static TileGrid over(int64_t h, int64_t w, int64_t tile)
     {
-        int64_t const k0 = (id.blockX * kThreads + id.thread) * vec;
-        int64_t const c0 = id.blockZ * kChannelsPerBlock;
-        return ThreadColumns{k0 < k, k0, id.blockY, c0, minIndex(c0 + kChannelsPerBlock, c) - c0};
+        int64_t const cols = ceilDiv(w, tile);
+        return TileGrid{ceilDiv(h, tile) * cols, cols, tile};
+    }
+
+    M2AE_HOST_DEVICE TileOrigin origin(int32_t id) const
+    {
+        int64_t const image = id / cells;
+        int64_t const cell = id - image * cells;
+        int64_t const ty = cell / cols;
+        return TileOrigin{image, ty * tile, (cell - ty * cols) * tile};
     }
 };
 
-//! out[t*C + c, k] for the VEC columns and the channel chunk of one thread.
-template <typename T, int VEC>
+//! Channels [c0, c0 + count) of the block's chunk.
+struct ChannelChunk
+{
+    int64_t c0;
+    int count;
+
+    M2AE_HOST_DEVICE static ChannelChunk of(ThreadCoord const& id, int64_t c)
+    {
+        int64_t const c0 = id.blockY * kChannelsPerBlock;
+        return ChannelChunk{c0, static_cast<int>(minIndex(c0 + kChannelsPerBlock, c) - c0)};
+    }
+};
+
+//! out[b, c, i, j] for the window pixels and the channel chunk of one thread.
+template <typename T>
 struct GatherThread
 {
-    static constexpr int kVec = VEC;
-
     T* out;
     T const* dense;
-    T const* tokens;
-    int32_t const* table;
+    int32_t const* tiles;
     int64_t c;
-    int64_t hw;
-    int64_t kt;
-    int64_t k;
+    int64_t h;
+    int64_t w;
+    TileGrid grid;
+    int64_t halo;
+    uint32_t size; // S = tile + 2 * halo
+    int64_t pixels; // S * S
 
     M2AE_HOST_DEVICE void operator()(ThreadCoord const& id) const
     {
-        ThreadColumns const cols = ThreadColumns::of(id, VEC, k, c);
-        if (!cols.active)
+        ChannelChunk const chunk = ChannelChunk::of(id, c);
+        TileOrigin const origin = grid.origin(loadReadOnly(tiles + id.blockX));
+        int64_t const hw = h * w;
+        T const* image = dense + (origin.image * c + chunk.c0) * hw;
+        T* window = out + (id.blockX * c + chunk.c0) * pixels;
+        for (int64_t q = id.thread; q < pixels; q += id.blockThreads)
         {
-            return;
-        }
-        Pack<int32_t, VEC> const v = loadPack<int32_t, VEC>(table + cols.t * k + cols.k0);
-        T const* src[VEC];
-        int64_t stride[VEC];
-        M2AE_UNROLL
-        for (int j = 0; j < VEC; ++j)
-        {
-            int32_t const vj = v.v[j];
-            if (vj >= 0)
+            uint32_t const i = static_cast<uint32_t>(q) / size;
+            uint32_t const j = static_cast<uint32_t>(q) - i * size;
+            int64_t const y = origin.y0 - halo + i;
+            int64_t const x = origin.x0 - halo + j;
+            T* dst = window + q;
+            if (y >= 0 && y < h && x >= 0 && x < w)
             {
-                src[j] = tokens + vj + cols.c0 * kt;
-                stride[j] = kt;
-            }
-            else if (vj == -1)
-            {
-                src[j] = nullptr;
-                stride[j] = 0;
+                T const* src = image + y * w + x;
+                M2AE_UNROLL_BY_4
+                for (int ch = 0; ch < chunk.count; ++ch)
+                {
+                    dst[ch * pixels] = loadReadOnly(src + ch * hw);
+                }
             }
             else
             {
-                src[j] = dense + pixelOffset(-2 - static_cast<int64_t>(vj), c, hw) + cols.c0 * hw;
-                stride[j] = hw;
+                M2AE_UNROLL_BY_4
+                for (int ch = 0; ch < chunk.count; ++ch)
+                {
+                    dst[ch * pixels] = zeroValue<T>();
+                }
             }
-        }
-
-        T* dst = out + (cols.t * c + cols.c0) * k + cols.k0;
-        M2AE_UNROLL_BY_4
-        for (int64_t ch = 0; ch < cols.channels; ++ch)
-        {
-            Pack<T, VEC> o;
-            M2AE_UNROLL
-            for (int j = 0; j < VEC; ++j)
-            {
-                o.v[j] = src[j] != nullptr ? loadReadOnly(src[j] + ch * stride[j]) : zeroValue<T>();
-            }
-            storePack(dst + ch * k, o);
         }
     }
 };
 
-//! Writes (or adds) values[c, k] at the dense pixels of the VEC columns of one thread.
-template <typename T, int VEC, bool ACCUMULATE>
+//! Writes values[b, c, i, j] over the in-image pixels of one thread's share of tile b.
+template <typename T>
 struct ScatterThread
 {
-    static constexpr int kVec = VEC;
-
     T* out;
     T const* values;
-    int32_t const* index;
+    int32_t const* tiles;
     int64_t c;
-    int64_t hw;
-    int64_t k;
+    int64_t h;
+    int64_t w;
+    TileGrid grid;
+    int64_t pixels; // tile * tile
 
     M2AE_HOST_DEVICE void operator()(ThreadCoord const& id) const
     {
-        ThreadColumns const cols = ThreadColumns::of(id, VEC, k, c);
-        if (!cols.active)
+        ChannelChunk const chunk = ChannelChunk::of(id, c);
+        TileOrigin const origin = grid.origin(loadReadOnly(tiles + id.blockX));
+        int64_t const hw = h * w;
+        uint32_t const side = static_cast<uint32_t>(grid.tile);
+        T* image = out + (origin.image * c + chunk.c0) * hw;
+        T const* cell = values + (id.blockX * c + chunk.c0) * pixels;
+        for (int64_t q = id.thread; q < pixels; q += id.blockThreads)
         {
-            return;
-        }
-
-        Pack<int32_t, VEC> const p = loadPack<int32_t, VEC>(index + cols.k0);
-        T* dst[VEC];
-        M2AE_UNROLL
-        for (int j = 0; j < VEC; ++j)
-        {
-            dst[j] = out + pixelOffset(p.v[j], c, hw) + cols.c0 * hw;
-        }
-
-        T const* src = values + cols.c0 * k + cols.k0;
-        M2AE_UNROLL_BY_4
-        for (int64_t ch = 0; ch < cols.channels; ++ch)
-        {
-            Pack<T, VEC> const val = loadPack<T, VEC>(src + ch * k);
-            M2AE_UNROLL
-            for (int j = 0; j < VEC; ++j)
+            uint32_t const i = static_cast<uint32_t>(q) / side;
+            uint32_t const j = static_cast<uint32_t>(q) - i * side;
+            int64_t const y = origin.y0 + i;
+            int64_t const x = origin.x0 + j;
+            // Partial tiles at the right and bottom edges: their rest lies off the image.
+            if (y < h && x < w)
             {
-                T* d = dst[j] + ch * hw;
-                *d = ACCUMULATE ? addValues(*d, val.v[j]) : val.v[j];
+                T* dst = image + y * w + x;
+                T const* src = cell + q;
+                M2AE_UNROLL_BY_4
+                for (int ch = 0; ch < chunk.count; ++ch)
+                {
+                    dst[ch * hw] = loadReadOnly(src + ch * pixels);
+                }
             }
         }
     }
 };
 
-inline bool isAligned(void const* ptr, size_t bytes)
+//! x: one block per tile, y: channel chunks; threads: the window's pixels in whole
+//! warps, at most kThreads (larger windows loop).
+inline Grid gridFor(int64_t b, int64_t c, int64_t pixels)
 {
-    return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
+    return Grid{b, ceilDiv(c, kChannelsPerBlock), minIndex(ceilDiv(pixels, kWarp) * kWarp, kThreads)};
 }
 
-//! Widest vector along k that divides K and that the index pointer and the
-//! vector-accessed float pointer both allow.
-template <typename T>
-int chooseVectorWidth(int64_t k, int32_t const* indices, void const* floats)
+inline bool mapValid(int64_t n, int64_t c, int64_t h, int64_t w, int64_t b)
 {
-    for (int vec : {4, 2})
-    {
-        if (k % vec == 0 && isAligned(indices, vec * sizeof(int32_t)) && isAligned(floats, vec * sizeof(T)))
-        {
-            return vec;
-        }
-    }
-    return 1;
+    return n >= 0 && c >= 0 && h >= 0 && w >= 0 && b >= 0 && b <= kMaxGridX
+        && ceilDiv(c, kChannelsPerBlock) <= kMaxGridY;
 }
 
-//! x: groups of kThreads * vec columns, y: table rows (1 for scatter), z: channel chunks.
-inline Grid gridFor(int64_t k, int vec, int64_t rows, int64_t c)
+inline bool dtypeValid(int32_t dtype)
 {
-    int64_t const threads = (k + vec - 1) / vec;
-    return Grid{(threads + kThreads - 1) / kThreads, rows, (c + kChannelsPerBlock - 1) / kChannelsPerBlock};
+    return dtype == M2AE_FLOAT32 || dtype == M2AE_FLOAT16;
 }
 
-inline bool gridFits(int64_t rows, int64_t c)
+//! A map with no pixel has no tile that a valid id could name.
+inline bool mapEmpty(int64_t n, int64_t c, int64_t h, int64_t w)
 {
-    return rows <= kMaxGridYZ && (c + kChannelsPerBlock - 1) / kChannelsPerBlock <= kMaxGridYZ;
+    return n == 0 || c == 0 || h == 0 || w == 0;
 }
 
 // An Executor runs ops and moves memory:
@@ -346,103 +268,79 @@ inline bool gridFits(int64_t rows, int64_t c)
 //   int finish();                                                launch status, 0 = success
 
 template <typename T, typename Executor>
-int gatherTyped(Executor& exec, T* out, T const* dense, T const* tokens, int32_t const* table, int64_t c,
-    int64_t hw, int64_t kt, int64_t t, int64_t k)
+int gatherTyped(Executor& exec, void* out, void const* dense, int32_t const* tiles, int64_t c, int64_t h, int64_t w,
+    int64_t b, int64_t tile, int64_t halo)
 {
-    int const vec = chooseVectorWidth<T>(k, table, out);
-    Grid const grid = gridFor(k, vec, t, c);
-    switch (vec)
-    {
-    case 4: exec.run(grid, GatherThread<T, 4>{out, dense, tokens, table, c, hw, kt, k}); break;
-    case 2: exec.run(grid, GatherThread<T, 2>{out, dense, tokens, table, c, hw, kt, k}); break;
-    default: exec.run(grid, GatherThread<T, 1>{out, dense, tokens, table, c, hw, kt, k}); break;
-    }
+    int64_t const size = tile + 2 * halo;
+    GatherThread<T> const op{static_cast<T*>(out), static_cast<T const*>(dense), tiles, c, h, w,
+        TileGrid::over(h, w, tile), halo, static_cast<uint32_t>(size), size * size};
+    exec.run(gridFor(b, c, op.pixels), op);
     return exec.finish();
 }
 
-template <typename T, bool ACCUMULATE, typename Executor>
-int scatterTyped(Executor& exec, T* out, T const* values, int32_t const* index, int64_t c, int64_t hw, int64_t k)
+template <typename T, typename Executor>
+int scatterTyped(Executor& exec, void* out, void const* values, int32_t const* tiles, int64_t c, int64_t h,
+    int64_t w, int64_t b, int64_t tile)
 {
-    int const vec = chooseVectorWidth<T>(k, index, values);
-    Grid const grid = gridFor(k, vec, 1, c);
-    switch (vec)
-    {
-    case 4: exec.run(grid, ScatterThread<T, 4, ACCUMULATE>{out, values, index, c, hw, k}); break;
-    case 2: exec.run(grid, ScatterThread<T, 2, ACCUMULATE>{out, values, index, c, hw, k}); break;
-    default: exec.run(grid, ScatterThread<T, 1, ACCUMULATE>{out, values, index, c, hw, k}); break;
-    }
+    ScatterThread<T> const op{static_cast<T*>(out), static_cast<T const*>(values), tiles, c, h, w,
+        TileGrid::over(h, w, tile), tile * tile};
+    exec.run(gridFor(b, c, op.pixels), op);
     return exec.finish();
 }
 
 //! m2ae_masked_gather's contract (masked_ops_kernels.h) on any executor.
 template <typename Executor>
-int maskedGather(Executor& exec, void* out, void const* dense, void const* tokens, int32_t const* table, int64_t n,
-    int64_t c, int64_t hw, int64_t kt, int64_t t, int64_t k, int32_t dtype)
+int maskedGather(Executor& exec, void* out, void const* dense, int32_t const* tiles, int64_t n, int64_t c, int64_t h,
+    int64_t w, int64_t b, int32_t tile, int32_t halo, int32_t dtype)
 {
-    if (n < 0 || c < 0 || hw < 0 || kt < 0 || t < 0 || k < 0 || !gridFits(t, c))
+    if (!mapValid(n, c, h, w, b) || tile < 1 || halo < 0 || !dtypeValid(dtype))
     {
         return cudaErrorInvalidValue;
     }
-    if (dtype != M2AE_FLOAT32 && dtype != M2AE_FLOAT16)
+    int64_t const size = int64_t{tile} + 2 * int64_t{halo};
+    if (size * size > kMaxWindowPixels)
     {
         return cudaErrorInvalidValue;
     }
-    if (k == 0 || c == 0 || t == 0)
+    if (b == 0 || mapEmpty(n, c, h, w))
     {
         return cudaSuccess;
     }
     if (dtype == M2AE_FLOAT32)
     {
-        return gatherTyped(exec, static_cast<float*>(out), static_cast<float const*>(dense),
-            static_cast<float const*>(tokens), table, c, hw, kt, t, k);
+        return gatherTyped<float>(exec, out, dense, tiles, c, h, w, b, tile, halo);
     }
-    return gatherTyped(exec, static_cast<__half*>(out), static_cast<__half const*>(dense),
-        static_cast<__half const*>(tokens), table, c, hw, kt, t, k);
-}
-
-template <typename T, typename Executor>
-int scatterDispatch(Executor& exec, void* out, void const* values, int32_t const* index, int64_t c, int64_t hw,
-    int64_t k, bool accumulate)
-{
-    if (accumulate)
-    {
-        return scatterTyped<T, true>(exec, static_cast<T*>(out), static_cast<T const*>(values), index, c, hw, k);
-    }
-    return scatterTyped<T, false>(exec, static_cast<T*>(out), static_cast<T const*>(values), index, c, hw, k);
+    return gatherTyped<__half>(exec, out, dense, tiles, c, h, w, b, tile, halo);
 }
 
 //! m2ae_masked_scatter's contract (masked_ops_kernels.h) on any executor.
 template <typename Executor>
-int maskedScatter(Executor& exec, void* out, void const* base, void const* values, int32_t const* index, int64_t n,
-    int64_t c, int64_t hw, int64_t k, int32_t dtype, int32_t accumulate)
+int maskedScatter(Executor& exec, void* out, void const* base, void const* values, int32_t const* tiles, int64_t n,
+    int64_t c, int64_t h, int64_t w, int64_t b, int32_t tile, int32_t dtype)
 {
-    if (n < 0 || c < 0 || hw < 0 || k < 0 || !gridFits(1, c) || (accumulate != 0 && accumulate != 1))
+    if (!mapValid(n, c, h, w, b) || tile < 1 || !dtypeValid(dtype)
+        || int64_t{tile} * int64_t{tile} > kMaxWindowPixels)
     {
         return cudaErrorInvalidValue;
     }
-    if (dtype != M2AE_FLOAT32 && dtype != M2AE_FLOAT16)
+    if (out != base && !mapEmpty(n, c, h, w))
     {
-        return cudaErrorInvalidValue;
-    }
-    size_t const elementSize = dtype == M2AE_FLOAT32 ? sizeof(float) : sizeof(__half);
-    size_t const bytes = static_cast<size_t>(n * c * hw) * elementSize;
-    if (out != base && bytes > 0)
-    {
-        int const status = exec.copy(out, base, bytes);
+        size_t const elementSize = dtype == M2AE_FLOAT32 ? sizeof(float) : sizeof(__half);
+        int const status = exec.copy(out, base, static_cast<size_t>(n * c * h * w) * elementSize);
         if (status != 0)
         {
             return status;
         }
     }
-    if (k == 0 || c == 0)
+    if (b == 0 || mapEmpty(n, c, h, w))
     {
         return cudaSuccess;
     }
     if (dtype == M2AE_FLOAT32)
     {
-        return scatterDispatch<float>(exec, out, values, index, c, hw, k, accumulate != 0);
+        return scatterTyped<float>(exec, out, values, tiles, c, h, w, b, tile);
     }
-    return scatterDispatch<__half>(exec, out, values, index, c, hw, k, accumulate != 0);
+    return scatterTyped<__half>(exec, out, values, tiles, c, h, w, b, tile);
 }
 
 } // namespace kernels

@@ -1,12 +1,16 @@
-// CUDA launchers of MaskedGather and MaskedScatter (DESIGN.md section 3), free of
-// TensorRT types so the kernels build, load and test without TensorRT.
+// CUDA launchers of MaskedGather and MaskedScatter (trt_plugins/reference.py defines
+// both), free of TensorRT types so the kernels build, load and test without TensorRT.
 //
-// Indices are trusted: the kernels do no range checks. In the graph they come from
-// NonZero and the inverse index maps built from the same mask, so the builder has
-// proved them in range; host paths (trt_plugins/reference.py) validate instead.
+// Both ops work on the tile x tile cells of a dense NCHW map: rows = ceil(H / tile),
+// cols = ceil(W / tile), and tile id v = n*rows*cols + ty*cols + tx names cell (ty, tx)
+// of image n. Tile ids are trusted: the kernels do no range checks. The graph derives
+// them from a tile mask over the same map, so they are in range and unique; host paths
+// (trt_plugins/reference.py) validate instead.
 //
-// Every launcher returns a cudaError_t as int (0 = success) and launches nothing when
-// there is nothing to do (K == 0, C == 0 or T == 0).
+// Every launcher returns a cudaError_t as int (0 = success), refuses bad arguments
+// (negative sizes, tile < 1, halo < 0, unknown dtype, a grid or window too large) with
+// cudaErrorInvalidValue before touching memory, and launches no kernel when there is
+// nothing to do (B == 0, or a map without pixels; the scatter's copy still runs).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -29,17 +33,14 @@ enum M2aeDtype
     M2AE_FLOAT16 = 1
 };
 
-//! out[t*C + c, k] = tokens[c, v] (v >= 0), dense pixel -2 - v of channel c (v <= -2),
-//! 0 (v == -1), where v = table[t, k].
-//! dense [N,C,H,W] with hw = H*W, tokens [C,Kt], table [T,K], out [T*C,K]; all contiguous.
-M2AE_EXPORT int m2ae_masked_gather(void* out, void const* dense, void const* tokens, int32_t const* table,
-    int64_t n, int64_t c, int64_t hw, int64_t kt, int64_t t, int64_t k, int32_t dtype, cudaStream_t stream);
+//! out [B,C,S,S], S = tile + 2*halo, from dense [N,C,H,W] and tiles [B]; 0 outside the image.
+M2AE_EXPORT int m2ae_masked_gather(void* out, void const* dense, int32_t const* tiles,
+    int64_t n, int64_t c, int64_t h, int64_t w, int64_t b, int32_t tile, int32_t halo, int32_t dtype, cudaStream_t stream);
 
-//! out = base, then out at linear pixel index[k] = values[:, k] (accumulate 0) or
-//! += values[:, k] (accumulate 1). Indices must be unique. base [N,C,H,W], values [C,K],
-//! index [K]. The copy base -> out is skipped when out == base (in place).
-M2AE_EXPORT int m2ae_masked_scatter(void* out, void const* base, void const* values, int32_t const* index,
-    int64_t n, int64_t c, int64_t hw, int64_t k, int32_t dtype, int32_t accumulate, cudaStream_t stream);
+//! out = base with each tile's in-image pixels replaced by values [B,C,tile,tile];
+//! the base->out copy is skipped when out == base.
+M2AE_EXPORT int m2ae_masked_scatter(void* out, void const* base, void const* values, int32_t const* tiles,
+    int64_t n, int64_t c, int64_t h, int64_t w, int64_t b, int32_t tile, int32_t dtype, cudaStream_t stream);
 
 //! cudaGetErrorString of a launcher's return value, for callers without the CUDA runtime.
 M2AE_EXPORT char const* m2ae_cuda_error_string(int status);

@@ -1,5 +1,5 @@
-// MaskedScatter as a TensorRT IPluginV3 (DESIGN.md section 3):
-// (base [N,C,H,W], values [C,K], index [K] int32; accumulate) -> out [N,C,H,W].
+// MaskedScatter as a TensorRT IPluginV3 (docs/design.md section 3, trt_plugins/reference.py):
+// (base [N,C,H,W], values [B,C,tile,tile], tiles [B] int32) -> out [N,C,H,W].
 #pragma once
 
 #include "plugin_base.h"
@@ -12,23 +12,23 @@
 namespace m2ae
 {
 
-class MaskedScatterPlugin final : public MaskedOpPlugin<MaskedScatterPlugin, 1>
+class MaskedScatterPlugin final : public MaskedOpPlugin<MaskedScatterPlugin, 3, 0>
 {
 public:
     using MaskedOpPlugin::MaskedOpPlugin;
 
     static constexpr char const* kName = "MaskedScatter";
-    //! accumulate: 0 writes values (ONNX's default), 1 adds them.
-    static constexpr std::array<IntAttribute, 1> kAttributes{{{"accumulate", 0, 0, 1}}};
-    static constexpr std::array<int32_t, kNbOpInputs> kInputRanks{4, 2, 1};
+    static constexpr std::array<IntAttribute, 0> kAttributes{};
+    static constexpr std::array<int32_t, 3> kInputRanks{4, 4, 1};
     static constexpr char const* kShapeContract
-        = "expects base [N,C,H,W], values [C,K] with the C of base, and index [K] with the K of values";
+        = "expects base [N,C,H,W], values [B,C,tile,tile] with the C of base and 1 <= tile <= 46340, and tiles [B]";
 
     //! out has base's shape.
-    static bool outputShape(
-        nvinfer1::DimsExprs const* inputs, nvinfer1::DimsExprs& output, nvinfer1::IExprBuilder& exprBuilder) noexcept;
+    bool outputShape(nvinfer1::DimsExprs const* inputs, nvinfer1::DimsExprs& output,
+        nvinfer1::IExprBuilder& exprBuilder) const noexcept;
     static bool dimsAgree(nvinfer1::Dims const* inputs) noexcept;
-    //! The launcher copies base into out first, unless TensorRT gave both one buffer.
+    //! The tile size is values' last extent. The launcher copies base into out first,
+    //! unless TensorRT gave both one buffer.
     int launch(nvinfer1::PluginTensorDesc const* inputDesc, void const* const* inputs, void* output, int32_t dtype,
         cudaStream_t stream) const noexcept;
 };

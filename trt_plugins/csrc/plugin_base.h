@@ -1,18 +1,21 @@
 // What makes an m2ae op a TensorRT IPluginV3, shared by both ops through CRTP:
 // identity strings, capability lookup, clone/attach, the op's integer attributes and
 // their serialization, the output type, the type/format contract, the checks of
-// input counts and ranks, and enqueue's dtype dispatch. Each op's own file supplies its name, attributes, input
-// ranks, output shape, cross-input shape check and kernel launch (DESIGN.md section 3).
+// input counts, ranks and known extents, and enqueue's dtype dispatch. Each op's own
+// file supplies its name, attributes, input ranks, output shape, cross-input shape
+// check and kernel launch (docs/design.md section 3, trt_plugins/reference.py).
 //
-// An op class `Op : public MaskedOpPlugin<Op, NbAttributes>` provides:
+// An op class `Op : public MaskedOpPlugin<Op, NbInputs, NbAttributes>` provides:
 //   static constexpr char const* kName;
 //   static constexpr std::array<IntAttribute, NbAttributes> kAttributes;
-//   static constexpr std::array<int32_t, kNbOpInputs> kInputRanks;
+//   static constexpr std::array<int32_t, NbInputs> kInputRanks;
 //   static constexpr char const* kShapeContract;            // error text naming the shapes
-//   static bool outputShape(DimsExprs const* inputs, DimsExprs& output, IExprBuilder&);
-//   static bool dimsAgree(Dims const* inputs);               // -1 (build time) agrees with all
+//   bool outputShape(DimsExprs const* inputs, DimsExprs& output, IExprBuilder&) const;
+//   static bool dimsAgree(Dims const* inputs);               // -1 (not known yet) agrees with all
 //   int launch(PluginTensorDesc const* inputDesc, void const* const* inputs, void* output,
 //       int32_t dtype, cudaStream_t stream) const;             // the launcher's status
+// and hides attributesError (below) when its attribute values constrain each other.
+// Both ops take float tensors followed by the int32 tile ids, and return one float tensor.
 #pragma once
 
 #include "plugin_common.h"
@@ -23,24 +26,23 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <string>
 
 namespace m2ae
 {
 
-//! Both ops take (float data, float data, int32 indices) and return one float tensor.
-constexpr int32_t kNbOpInputs = 3;
-constexpr int32_t kIndexInput = 2;
-
-//! An integer attribute: its ONNX attribute / serialized field name and valid values.
+//! An integer attribute: its ONNX attribute / serialized field name, valid values, and
+//! what an absent field means.
 struct IntAttribute
 {
     char const* name;
-    int32_t defaultValue;
     int32_t min;
     int32_t max;
+    bool required;
+    int32_t defaultValue; //!< taken when the field is absent and not required
 };
 
-template <typename Op, std::size_t NbAttributes>
+template <typename Op, int32_t NbInputs, std::size_t NbAttributes>
 class MaskedOpPlugin : public nvinfer1::IPluginV3,
                        public nvinfer1::IPluginV3OneCore,
                        public nvinfer1::IPluginV3OneBuild,
@@ -58,6 +60,12 @@ public:
     // clone() builds from the attributes: a copy would carry fields pointing into another object.
     MaskedOpPlugin(MaskedOpPlugin const&) = delete;
     MaskedOpPlugin& operator=(MaskedOpPlugin const&) = delete;
+
+    //! Null when attribute values, each within its range, also fit together; else why not.
+    static char const* attributesError(Attributes const& /*attributes*/) noexcept
+    {
+        return nullptr;
+    }
 
     // IPluginV3
     nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override
@@ -117,7 +125,19 @@ public:
         {
             return -1;
         }
-        if (!Op::outputShape(inputs, outputs[0], exprBuilder))
+        // Extents fixed in the network contradict the contract already here, not only
+        // once the engine is configured.
+        nvinfer1::Dims known[NbInputs];
+        for (int32_t i = 0; i < NbInputs; ++i)
+        {
+            known[i] = knownDims(inputs[i]);
+        }
+        if (!Op::dimsAgree(known))
+        {
+            logError(Op::kShapeContract);
+            return -1;
+        }
+        if (!static_cast<Op const&>(*this).outputShape(inputs, outputs[0], exprBuilder))
         {
             logError("could not build the output shape expression");
             return -1;
@@ -128,7 +148,7 @@ public:
     bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
         int32_t nbOutputs) noexcept override
     {
-        if (nbInputs != kNbOpInputs || nbOutputs != 1 || pos < 0 || pos > kNbOpInputs)
+        if (nbInputs != NbInputs || nbOutputs != 1 || pos < 0 || pos > NbInputs)
         {
             return false;
         }
@@ -137,7 +157,7 @@ public:
         {
             return false;
         }
-        if (pos == kIndexInput)
+        if (pos == kTilesInput)
         {
             return desc.type == nvinfer1::DataType::kINT32;
         }
@@ -191,6 +211,9 @@ public:
     }
 
 protected:
+    //! The tile ids come last in both ops.
+    static constexpr int32_t kTilesInput = NbInputs - 1;
+
     int32_t attribute(std::size_t i) const noexcept
     {
         return mAttributes[i];
@@ -204,17 +227,26 @@ protected:
 private:
     static bool countsValid(int32_t nbInputs, int32_t nbOutputs) noexcept
     {
-        if (nbInputs == kNbOpInputs && nbOutputs == 1)
+        if (nbInputs == NbInputs && nbOutputs == 1)
         {
             return true;
         }
-        logError("expects 3 inputs and 1 output");
+        try
+        {
+            std::string const message = "expects " + std::to_string(NbInputs) + " inputs and 1 output, got "
+                + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
+            logError(message.c_str());
+        }
+        catch (...)
+        {
+            logError("wrong number of inputs or outputs");
+        }
         return false;
     }
 
     static bool ranksValid(nvinfer1::DimsExprs const* inputs) noexcept
     {
-        for (int32_t i = 0; i < kNbOpInputs; ++i)
+        for (int32_t i = 0; i < NbInputs; ++i)
         {
             if (inputs[i].nbDims != Op::kInputRanks[i])
             {
@@ -223,6 +255,19 @@ private:
             }
         }
         return true;
+    }
+
+    //! The extents an expression already fixes; -1 for those that depend on the inputs.
+    static nvinfer1::Dims knownDims(nvinfer1::DimsExprs const& exprs) noexcept
+    {
+        nvinfer1::Dims dims{};
+        dims.nbDims = exprs.nbDims;
+        for (int32_t i = 0; i < exprs.nbDims; ++i)
+        {
+            nvinfer1::IDimensionExpr const* e = exprs.d[i];
+            dims.d[i] = e != nullptr && e->isConstant() ? e->getConstantValue() : -1;
+        }
+        return dims;
     }
 
     //! Counts, ranks and cross-input dims of build-time (DynamicPluginTensorDesc) or
@@ -234,8 +279,8 @@ private:
         {
             return false;
         }
-        nvinfer1::Dims dims[kNbOpInputs];
-        for (int32_t i = 0; i < kNbOpInputs; ++i)
+        nvinfer1::Dims dims[NbInputs];
+        for (int32_t i = 0; i < NbInputs; ++i)
         {
             dims[i] = dimsOf(in[i]);
             if (dims[i].nbDims != Op::kInputRanks[i])

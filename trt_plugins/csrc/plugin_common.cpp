@@ -88,6 +88,11 @@ bool readIntField(nvinfer1::PluginFieldCollection const* fc, char const* name, i
     return false;
 }
 
+bool windowSideValid(int64_t side) noexcept
+{
+    return side >= 1 && side <= kMaxWindowPixels / side;
+}
+
 bool dimAgrees(int64_t a, int64_t b) noexcept
 {
     return a == b || a < 0 || b < 0;
@@ -109,16 +114,6 @@ int32_t launchStatus(char const* pluginName, int status) noexcept
         logMessage(nvinfer1::ILogger::Severity::kERROR, pluginName, "kernel launch failed");
     }
     return -1;
-}
-
-int64_t dimsProduct(nvinfer1::Dims const& dims, int32_t begin, int32_t end) noexcept
-{
-    int64_t product = 1;
-    for (int32_t i = begin; i < end; ++i)
-    {
-        product *= dims.d[i];
-    }
-    return product;
 }
 
 } // namespace m2ae

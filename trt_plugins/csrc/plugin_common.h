@@ -8,11 +8,12 @@
 #include <NvInferRuntime.h>
 
 #include <cstdint>
+#include <limits>
 
 namespace m2ae
 {
 
-constexpr char const* kPluginVersion = "1";
+constexpr char const* kPluginVersion = "2";
 constexpr char const* kPluginNamespace = "m2ae";
 
 //! Remembers the logger finder TensorRT passes to setLoggerFinder (null is allowed).
@@ -32,8 +33,14 @@ bool isSupportedFloat(nvinfer1::DataType type) noexcept;
 //! Returns false when the field is absent; sets `malformed` when present but unusable.
 bool readIntField(nvinfer1::PluginFieldCollection const* fc, char const* name, int64_t& value, bool& malformed) noexcept;
 
-//! Product of dims [begin, end) of a tensor descriptor.
-int64_t dimsProduct(nvinfer1::Dims const& dims, int32_t begin, int32_t end) noexcept;
+//! Most pixels in one gathered window or scattered tile. The launchers index a window's
+//! pixels in 32 bits and refuse larger ones at enqueue; the plugins refuse them while
+//! the engine is built.
+constexpr int64_t kMaxWindowPixels = std::numeric_limits<int32_t>::max();
+
+//! True for the side of a square window the launchers accept: >= 1, at most
+//! kMaxWindowPixels pixels.
+bool windowSideValid(int64_t side) noexcept;
 
 //! Two extents of one axis agree when equal or when either is not known yet (-1 at build time).
 bool dimAgrees(int64_t a, int64_t b) noexcept;
