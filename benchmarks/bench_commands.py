@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from m2ae.export.commands import add_pruning_options, pruning_config
+from m2ae.export.commands import add_pruning_options, pruning_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         masks=args.masks,
         predicted_images=args.images,
-        pruning=pruning_config(args),
+        pruning=pruning_options(args),
         plots=not args.no_plots,
         progress=not args.no_progress,
     )
     report = run_benchmark(config)
     if report.records:
         print(format_table(report.records))
-        for line in break_even_lines(report.records):
+        for line in break_even_lines(report.records, report.pruning.dense_above):
             print(line)
     else:
         print("nothing was measured (every requested backend was skipped)")

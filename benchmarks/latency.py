@@ -39,7 +39,7 @@ from m2ae.benchmarks.masks import blob_mask
 from m2ae.benchmarks.sysinfo import PowerSampler, machine_info
 from m2ae.errors import UserError
 from m2ae.export.onnx_export import PRECISIONS, VARIANTS, model_filename
-from m2ae.export.pruned import PruningConfig, tile_occupancy
+from m2ae.export.pruned import PruningConfig, PruningOptions, tile_occupancy
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK
 
 BACKENDS = ("torch", "onnx", "trt")
@@ -107,7 +107,7 @@ class BenchConfig:
     predicted_images: int = 4
     #: tiling and dense switch of the pruned exports; ``dense_above=1`` times the tiled
     #: body at every blur ratio, which is how its break-even with dense is measured
-    pruning: PruningConfig = PruningConfig()
+    pruning: PruningOptions = PruningOptions()
     progress: bool = True
     plots: bool = True
 
@@ -178,6 +178,8 @@ class BenchReport:
     results_json: Path
     results_csv: Path
     machine_json: Path
+    #: how the pruned variants were exported (the preset's values under the options)
+    pruning: PruningConfig
     plots: list[Path] = field(default_factory=list)
 
 
@@ -242,19 +244,20 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 # ---------------------------------------------------------------- models
 
 
-def _export_key(path: Path) -> tuple[str | None, str | None, str | None]:
-    """(checkpoint sha256, tiles, dense_above) an exported file was made with."""
+def _export_key(path: Path) -> tuple[str | None, ...]:
+    """(checkpoint sha256, tiles, dense_above, blocks_per_gather) an exported file was made with."""
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception:  # noqa: BLE001 (a damaged file is simply re-exported)
-        return None, None, None
+        return None, None, None, None
     metadata = {p.key: p.value for p in model.metadata_props}
-    return tuple(metadata.get(f"m2ae.{key}") for key in ("checkpoint_sha256", "tiles", "dense_above"))  # type: ignore[return-value]
+    keys = ("checkpoint_sha256", "tiles", "dense_above", "blocks_per_gather")
+    return tuple(metadata.get(f"m2ae.{key}") for key in keys)  # type: ignore[return-value]
 
 
 def ensure_models(
     checkpoint: str, sha256: str, folder: Path, wanted: set[tuple[str, str]], progress: bool,
-    pruning: PruningConfig = PruningConfig(),
+    pruning: PruningOptions = PruningOptions(), preset: str = "tiny",
 ) -> dict[tuple[str, str], Path]:
     """Mask-input ONNX files for every (variant, precision) in ``wanted``.
 
@@ -264,15 +267,17 @@ def ensure_models(
     from m2ae.export.onnx_export import ExportConfig, export_models
 
     paths = {key: folder / model_filename(key[0], key[1], True) for key in wanted}
+    resolved = pruning.resolve(preset)
 
     def current(variant: str, path: Path) -> bool:
         if not path.is_file():
             return False
-        found_sha, tiles, dense_above = _export_key(path)
+        found_sha, tiles, dense_above, blocks_per_gather = _export_key(path)
         if variant == "dense":
             return found_sha == sha256
-        return found_sha == sha256 and dense_above == repr(pruning.dense_above) and tiles is not None and \
-            tiles.split(",")[0] == str(pruning.tile(0))
+        return (found_sha == sha256 and dense_above == repr(resolved.dense_above) and tiles is not None
+                and tiles.split(",") == [str(resolved.tile(s)) for s in range(len(tiles.split(",")))]
+                and blocks_per_gather == str(resolved.blocks_per_gather))
 
     missing = {key for key, path in paths.items() if not current(key[0], path)}
     if missing:
@@ -379,8 +384,10 @@ def _round_sizes(sizes: tuple[Size, ...], multiple: int, min_size: int, notes: l
 class _Engines:
     """Opens the engine of one job; raises UserError when this machine can't run it."""
 
-    def __init__(self, config: BenchConfig, models: dict[tuple[str, str], Path], sizes: list[Size]) -> None:
+    def __init__(self, config: BenchConfig, models: dict[tuple[str, str], Path], sizes: list[Size],
+                 pruning: PruningConfig) -> None:
         self.config = config
+        self.pruning = pruning
         self.models = models
         self.sizes = sizes
 
@@ -394,7 +401,7 @@ class _Engines:
 
             device = "cuda" if _cuda_available() else "cpu"
             engine = TorchEngine(self.config.checkpoint, pruned=job.variant == "plugin", mask_input=True,
-                                 device=device, pruning=self.config.pruning)
+                                 device=device, pruning=self.pruning)
             return engine, device
         return self._open_trt(job), "cuda"
 
@@ -431,9 +438,10 @@ def run_benchmark(config: BenchConfig) -> BenchReport:
     models = {}
     if needed:
         models = ensure_models(config.checkpoint, loaded.sha256, config.models_path, needed, config.progress,
-                               config.pruning)
+                               config.pruning, loaded.config.preset)
     machine = machine_info()
-    engines = _Engines(config, models, sizes)
+    pruning = config.pruning.resolve(loaded.config.preset)
+    engines = _Engines(config, models, sizes, pruning)
     cases = _cases(config, sizes, loaded.model)
     # MACs first: counting runs sessions of its own, which must be gone before any timing.
     macs = {
@@ -441,7 +449,7 @@ def run_benchmark(config: BenchConfig) -> BenchReport:
                                  threads=config.threads)
         for variant in {j.variant for j in jobs} for i, case in enumerate(cases)
     }
-    tile = config.pruning.tile(0)
+    tile = pruning.tile(0)
     occupancy = [round(float(tile_occupancy(torch.from_numpy(case.mask), tile)) * 100.0, 4) for case in cases]
 
     records: list[BenchRecord] = []
@@ -487,7 +495,7 @@ def run_benchmark(config: BenchConfig) -> BenchReport:
         gc.collect()
     bar.close()
     add_speedups(records)
-    return _write_outputs(config, records, notes, machine)
+    return _write_outputs(config, records, notes, machine, pruning)
 
 
 def add_speedups(records: list[BenchRecord]) -> None:
@@ -515,7 +523,7 @@ def records_csv(records: list[BenchRecord]) -> str:
 
 
 def _write_outputs(config: BenchConfig, records: list[BenchRecord], notes: list[str],
-                   machine: dict[str, Any]) -> BenchReport:
+                   machine: dict[str, Any], pruning: PruningConfig) -> BenchReport:
     from m2ae.benchmarks.plots import write_plots
 
     out = Path(config.out)
@@ -526,33 +534,40 @@ def _write_outputs(config: BenchConfig, records: list[BenchRecord], notes: list[
         json.dumps({"machine": machine, "config": _config_dict(config), "notes": notes}, indent=1) + "\n",
     )
     plots = write_plots(records, out) if config.plots and records else []
-    return BenchReport(records, notes, machine, results_json, results_csv, machine_json, plots)
+    return BenchReport(records, notes, machine, results_json, results_csv, machine_json, pruning, plots)
 
 
-def break_even_lines(records: list[BenchRecord]) -> list[str]:
+def break_even_lines(records: list[BenchRecord], dense_above: float) -> list[str]:
     """Per pruned series: the tile occupancy where its latency meets dense (linear between
     the two measured points around the crossing), the value ``--dense-above`` should take.
 
-    Meaningful for a sweep exported with ``--dense-above 1`` (no switch to dense) whose
-    blur ratios bracket the crossing.
+    Only points where the tiled body ran count (occupancy up to ``dense_above``, the
+    switch the models were exported with); a sweep with ``--dense-above 1`` whose blur
+    ratios bracket the crossing measures it.
     """
     series: dict[tuple[str, str, str, int, int], list[BenchRecord]] = {}
     for r in records:
-        if r.variant != "dense" and r.speedup_vs_dense is not None and r.occupancy > 0:
+        tiled = 0 < r.occupancy <= dense_above * 100.0
+        if r.variant != "dense" and r.speedup_vs_dense is not None and tiled:
             series.setdefault((r.backend, r.variant, r.precision, r.height, r.width), []).append(r)
     lines = []
+    if dense_above < 1.0 and any(r.variant != "dense" and r.occupancy > dense_above * 100.0 for r in records):
+        lines.append(f"points above {dense_above * 100:.0f}% tile occupancy ran the dense body (--dense-above "
+                     f"{dense_above}); `--dense-above 1` times the tiled body there too")
     for (backend, variant, precision, height, width), points in series.items():
         points.sort(key=lambda r: r.occupancy)
         name = f"{backend}/{variant}/{precision} {height}x{width}"
-        for low, high in zip(points, points[1:]):
-            if low.speedup_vs_dense > 1.0 >= high.speedup_vs_dense:  # type: ignore[operator]
-                t = (low.speedup_vs_dense - 1.0) / (low.speedup_vs_dense - high.speedup_vs_dense)  # type: ignore[operator]
+        # Latency over dense grows about linearly with occupancy: interpolate that ratio.
+        ratios = [1.0 / r.speedup_vs_dense for r in points]  # type: ignore[operator]
+        for (low, high), (below, above) in zip(zip(points, points[1:]), zip(ratios, ratios[1:])):
+            if below < 1.0 <= above:
+                t = (1.0 - below) / (above - below)
                 crossing = low.occupancy + t * (high.occupancy - low.occupancy)
                 lines.append(f"{name}: the tiled body meets dense at {crossing:.0f}% tile occupancy "
                              f"(--dense-above {crossing / 100:.2f})")
                 break
         else:
-            faster = all(r.speedup_vs_dense > 1.0 for r in points)  # type: ignore[operator]
+            faster = all(ratio < 1.0 for ratio in ratios)
             lines.append(f"{name}: {'faster' if faster else 'not faster'} than dense at every measured occupancy "
                          f"({points[0].occupancy:.0f}-{points[-1].occupancy:.0f}%)")
     return lines

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m2ae.export.pruned import PruningConfig
+    from m2ae.export.pruned import PruningOptions
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -14,32 +14,35 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def add_pruning_options(parser: argparse.ArgumentParser) -> None:
-    """``--tiles`` and ``--dense-above``: how the pruned variants tile and when they run dense."""
-    from m2ae.export.pruned import PruningConfig
+    """``--tiles``, ``--dense-above``, ``--blocks-per-gather``: how the pruned variants cut the work.
 
-    default = PruningConfig()
-    parser.add_argument("--tiles", default=",".join(map(str, default.tiles)),
+    Unset options take the model preset's measured values (``m2ae.export.pruned.PRESET_PRUNING``).
+    """
+    parser.add_argument("--tiles", default=None,
                         help="tile side per U-Net scale, comma-separated; the last repeats for deeper scales "
-                        f"(default: {','.join(map(str, default.tiles))}; the scale-0 side must be even)")
-    parser.add_argument("--dense-above", type=float, default=default.dense_above,
+                        "(default: the preset's, tiny 32,32,16; the scale-0 side must be a multiple of 4)")
+    parser.add_argument("--dense-above", type=float, default=None,
                         help="share of active scale-0 tiles (0..1) above which the pruned graphs run the dense "
-                        f"body instead (default: {default.dense_above}, measured with ONNX Runtime on 2 CPU "
-                        "threads; `m2ae bench --dense-above 1` measures it for your backend)")
+                        "body instead (default: the preset's, measured with ONNX Runtime on 2 CPU threads; "
+                        "`m2ae bench --dense-above 1` measures it for your backend)")
+    parser.add_argument("--blocks-per-gather", type=int, default=None,
+                        help="most masked blocks between one gather and one scatter at scales >= 1 "
+                        "(default: the preset's)")
 
 
-def pruning_config(args: argparse.Namespace) -> PruningConfig:
-    """The ``PruningConfig`` of ``--tiles``/``--dense-above``; a bad value is a one-line UserError."""
+def pruning_options(args: argparse.Namespace) -> PruningOptions:
+    """The ``PruningOptions`` of the command line; a bad value is a one-line UserError."""
     from m2ae.errors import UserError
-    from m2ae.export.pruned import PruningConfig
+    from m2ae.export.pruned import PruningConfig, PruningOptions
 
     try:
-        tiles = tuple(int(part) for part in _csv(args.tiles))
-        config = PruningConfig(tiles=tiles, dense_above=args.dense_above)
+        tiles = None if args.tiles is None else tuple(int(part) for part in _csv(args.tiles))
+        options = PruningOptions(tiles=tiles, dense_above=args.dense_above, blocks_per_gather=args.blocks_per_gather)
+        # Validates the values given; the preset fills in the rest later.
+        PruningConfig(**{name: value for name, value in vars(options).items() if value is not None})
     except ValueError as exc:
-        raise UserError(f"--tiles {args.tiles!r} / --dense-above {args.dense_above}: {exc}") from None
-    if config.tile(0) % 2:
-        raise UserError(f"--tiles: the scale-0 tile side must be even (it is halved at scale 1), got {config.tile(0)}")
-    return config
+        raise UserError(f"--tiles/--dense-above/--blocks-per-gather: {exc}") from None
+    return options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,7 +82,7 @@ def _export(args: argparse.Namespace) -> int:
     config = ExportConfig(
         checkpoint=args.checkpoint, out=Path(args.out), variants=args.variants, precisions=args.precision,
         mask_input=args.mask_input, calib=args.calib, calib_images=args.calib_images, opset=args.opset,
-        pruning=pruning_config(args), progress=not args.no_progress,
+        pruning=pruning_options(args), progress=not args.no_progress,
     )
     for exported in export_models(config):
         print(exported.path)

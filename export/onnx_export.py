@@ -32,7 +32,7 @@ from m2ae import __version__
 from m2ae.atomic import write_bytes
 from m2ae.errors import UserError
 from m2ae.export.compose import compose
-from m2ae.export.pruned import DenseBody, MaskHead, PrunedBody, PruningConfig
+from m2ae.export.pruned import DenseBody, MaskHead, PrunedBody, PruningConfig, PruningOptions
 from m2ae.export.reparam import deploy_form
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.model.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -58,7 +58,7 @@ class ExportConfig:
     calib_images: int = 16
     opset: int = DEFAULT_OPSET
     #: how the pruned variants tile and when they switch to the dense body
-    pruning: PruningConfig = PruningConfig()
+    pruning: PruningOptions = PruningOptions()
     simplify: bool = True
     progress: bool = True
 
@@ -155,7 +155,11 @@ def _trace_pruned_parts(model: M2AENet, pruning: PruningConfig, mask_input: bool
     head = None
     if not mask_input:
         head = simplify(_trace(MaskHead(deployed), (image,), [INPUT_IMAGE], [OUTPUT_MASK], opset))
-    tiled = simplify(_trace(PrunedBody(deployed, pruning), (image, mask), *body_io, opset, custom_ops=True))
+    try:
+        body = PrunedBody(deployed, pruning)
+    except ValueError as exc:
+        raise UserError(f"--tiles {','.join(map(str, pruning.tiles))}: {exc}") from None
+    tiled = simplify(_trace(body, (image, mask), *body_io, opset, custom_ops=True))
     dense = simplify(_trace(DenseBody(deployed), (image, mask), *body_io, opset))
     return PrunedParts(head, tiled, dense)
 
@@ -187,10 +191,11 @@ def _metadata(loaded: LoadedCheckpoint, variant: str, precision: str, config: Ex
         "m2ae.checkpoint_sha256": loaded.sha256,
     }
     if variant != "dense":
-        pruning = config.pruning
+        pruning = config.pruning.resolve(model_config.preset)
         tiles = [pruning.tile(s) for s in range(model_config.num_scales)]
         metadata["m2ae.tiles"] = ",".join(map(str, tiles))
         metadata["m2ae.dense_above"] = repr(pruning.dense_above)
+        metadata["m2ae.blocks_per_gather"] = str(pruning.blocks_per_gather)
     return metadata
 
 
@@ -243,7 +248,8 @@ def export_models(config: ExportConfig) -> list[ExportedModel]:
     parts = None
     tiled: dict[str, onnx.ModelProto] = {}
     if pruned_variants:
-        parts = _trace_pruned_parts(loaded.model, config.pruning, config.mask_input, config.opset)
+        pruning = config.pruning.resolve(model_config.preset)
+        parts = _trace_pruned_parts(loaded.model, pruning, config.mask_input, config.opset)
         tiled = {v: parts.tiled if v == "plugin" else parts.portable() for v in pruned_variants}
     dense = None
     if "dense" in config.variants:
@@ -269,8 +275,8 @@ def export_models(config: ExportConfig) -> list[ExportedModel]:
             dense_body = _at_precision(precision, {"dense": parts.dense}, parts.dense, body_feeds,
                                        config.progress)["dense"]
             for variant in pruned_variants:
-                models[variant] = compose(parts.head, tiled_at[variant], dense_body, config.pruning.tile(0),
-                                          config.pruning.dense_above, model_config.in_channels)
+                models[variant] = compose(parts.head, tiled_at[variant], dense_body, pruning.tile(0),
+                                          pruning.dense_above, model_config.in_channels)
         if dense is not None:
             dense_feeds = lambda: _dense_feeds(loaded, calibration_images(), config.mask_input)  # noqa: E731
             models["dense"] = _at_precision(precision, {"dense": dense}, dense, dense_feeds, config.progress)["dense"]

@@ -26,6 +26,7 @@ any mask.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -54,16 +55,44 @@ class PruningConfig:
     """
 
     tiles: tuple[int, ...] = (32, 32, 16)
-    dense_above: float = 0.6
+    dense_above: float = 0.35
+    #: most blocks a stage at scale >= 1 runs between one gather and one scatter: each
+    #: block widens the halo by 2, which costs more than a gather on a small deep map
+    blocks_per_gather: int = 2
 
     def __post_init__(self) -> None:
         if not self.tiles or any(t < 1 for t in self.tiles):
             raise ValueError(f"tile sides must be positive, got {self.tiles}")
+        if self.blocks_per_gather < 1:
+            raise ValueError(f"blocks_per_gather must be at least 1, got {self.blocks_per_gather}")
         if not 0.0 <= self.dense_above <= 1.0:
             raise ValueError(f"dense_above must lie in [0, 1], got {self.dense_above}")
 
     def tile(self, scale: int) -> int:
         return self.tiles[min(scale, len(self.tiles) - 1)]
+
+
+#: Per preset, chosen with ONNX Runtime on 2 CPU threads (`m2ae bench --dense-above 1`):
+#: tiny at 1024^2, base at 512^2, where a deep 4-block bottleneck pays for a gather per block.
+PRESET_PRUNING: dict[str, PruningConfig] = {
+    "tiny": PruningConfig(tiles=(32, 32, 16), dense_above=0.35, blocks_per_gather=2),
+    "base": PruningConfig(tiles=(32, 16, 16, 8), dense_above=0.3, blocks_per_gather=1),
+}
+
+
+@dataclass(frozen=True)
+class PruningOptions:
+    """What a user set of a ``PruningConfig``; the rest comes from the model's preset."""
+
+    tiles: tuple[int, ...] | None = None
+    dense_above: float | None = None
+    blocks_per_gather: int | None = None
+
+    def resolve(self, preset: str) -> PruningConfig:
+        """The preset's ``PruningConfig`` (tiny's for custom models) with these options over it."""
+        base = PRESET_PRUNING.get(preset, PRESET_PRUNING["tiny"])
+        chosen = {name: value for name, value in vars(self).items() if value is not None}
+        return dataclasses.replace(base, **chosen)
 
 
 def masked_gather(dense: Tensor, tiles: Tensor, tile: int, halo: int) -> Tensor:
@@ -121,24 +150,23 @@ def crop(tiles: Tensor, rings: int) -> Tensor:
 
 
 class TileStage(nn.Module):
-    """The masked blocks of one scale >= 1: gather the active tiles, run, scatter once."""
+    """The masked blocks of one scale >= 1, in groups of at most ``blocks_per_gather``:
+    each group gathers the active tiles, runs, and scatters once."""
 
-    def __init__(self, blocks: nn.ModuleList, tile: int) -> None:
+    def __init__(self, blocks: nn.ModuleList, tile: int, blocks_per_gather: int) -> None:
         super().__init__()
-        self.blocks = blocks
+        self.groups = nn.ModuleList(
+            nn.ModuleList(blocks[i : i + blocks_per_gather]) for i in range(0, len(blocks), blocks_per_gather)
+        )
         self.tile = tile
-        self.halo = BLOCK_HALO * len(blocks)
 
-    def forward(self, x_in: Tensor, guide: Tensor, mask: Tensor, tiles: Tensor) -> Tensor:
-        if not self.blocks:
-            return x_in
-
-        def gather(dense: Tensor) -> Tensor:
-            return masked_gather(dense, tiles, self.tile, self.halo)
-
-        inside = tile_inside(tiles, mask, self.tile, self.halo)
-        x = run_blocks(self.blocks, gather(x_in), gather(mask), gather(guide), inside)
-        return masked_scatter(x_in, centre(x, self.halo), tiles)
+    def forward(self, x: Tensor, guide: Tensor, mask: Tensor, tiles: Tensor) -> Tensor:
+        for group in self.groups:
+            halo = BLOCK_HALO * len(group)
+            x_t, m_t, g_t = (masked_gather(dense, tiles, self.tile, halo) for dense in (x, mask, guide))
+            inside = tile_inside(tiles, mask, self.tile, halo)
+            x = masked_scatter(x, centre(run_blocks(group, x_t, m_t, g_t, inside), halo), tiles)
+        return x
 
 
 class PrunedBody(nn.Module):
@@ -163,8 +191,11 @@ class PrunedBody(nn.Module):
         config = deployed.config
         self.num_scales = config.num_scales
         self.tiles = [pruning.tile(s) for s in range(config.num_scales)]
-        if self.tiles[0] % 2:
-            raise ValueError(f"the scale-0 tile side must be even (it is halved at scale 1), got {self.tiles[0]}")
+        # Scale-0 tiles are halved at scale 1, and (with a scale-1 decoder stage) again at scale 2.
+        step = 2 if self.num_scales == 2 else 4
+        if self.tiles[0] % step:
+            raise ValueError(f"the scale-0 tile side must be a multiple of {step} (it is halved at each deeper "
+                             f"scale that the output tiles reach), got {self.tiles[0]}")
         self.motion = deployed.motion
         self.stem = deployed.stem
         self.stem_down = stem_then_down(deployed.stem, deployed.downs[0])
@@ -172,14 +203,22 @@ class PrunedBody(nn.Module):
         self.ups = deployed.ups
         self.first_blocks = deployed.encoder[0]
         self.last_blocks = deployed.decoder[0]
-        self.encoder = nn.ModuleList(TileStage(deployed.encoder[s], self.tiles[s]) for s in range(1, self.num_scales))
-        self.decoder = nn.ModuleList(TileStage(deployed.decoder[s], self.tiles[s]) for s in range(1, self.num_scales - 1))
+        group = pruning.blocks_per_gather
+        self.encoder = nn.ModuleList(
+            TileStage(deployed.encoder[s], self.tiles[s], group) for s in range(1, self.num_scales)
+        )
+        # Decoder stages at scales >= 2 keep dense maps; scale 1's runs on the output tiles.
+        self.decoder = nn.ModuleList(
+            TileStage(deployed.decoder[s], self.tiles[s], group) for s in range(2, self.num_scales - 1)
+        )
+        self.scale1_blocks = deployed.decoder[1] if self.num_scales > 2 else nn.ModuleList()
         self.proj = deployed.proj
         # The last stage's blocks and the 3x3 projection, rounded up to whole scale-1 pixels.
-        last = BLOCK_HALO * len(self.last_blocks) + 1
-        self.last_halo = last + last % 2
+        self.last_halo = _even(BLOCK_HALO * len(self.last_blocks) + 1)
         # The first stage's tiles also serve the last: stem (1) + its blocks + the last halo.
         self.first_halo = 1 + BLOCK_HALO * len(self.first_blocks) + self.last_halo
+        # Scale 1's output tiles: what the last stage's up layer reads, plus scale 1's blocks.
+        self.scale1_halo = _even(self.last_halo // 2 + BLOCK_HALO * len(self.scale1_blocks))
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         guide = self.motion.guide(image)
@@ -203,17 +242,36 @@ class PrunedBody(nn.Module):
             if s < self.num_scales - 1:
                 skips.append(x)
                 x = self.downs[s](x)
-        for s in reversed(range(1, self.num_scales - 1)):
-            x = self.decoder[s - 1](self.ups[s](x) + skips[s - 1], guides[s], masks[s], tiles[s])
+        for s in reversed(range(2, self.num_scales - 1)):
+            x = self.decoder[s - 2](self.ups[s](x) + skips[s - 1], guides[s], masks[s], tiles[s])
 
-        # Scale 0, decoder: skip tiles + up layer of scale-1 tiles -> blocks -> projection.
+        # Scale 1 on the output tiles (side tile0/2): only they reach the output.
+        if self.num_scales == 2:
+            x1 = masked_gather(x, tiles[0], tile0 // 2, last_halo // 2)
+        else:
+            halo1 = self.scale1_halo
+
+            def gather1(dense: Tensor) -> Tensor:
+                return masked_gather(dense, tiles[0], tile0 // 2, halo1)
+
+            inside1 = tile_inside(tiles[0], masks[1], tile0 // 2, halo1)
+            up = self.ups[1](masked_gather(x, tiles[0], tile0 // 4, halo1 // 2))
+            x1 = run_blocks(self.scale1_blocks, (up + gather1(skips[0])) * inside1, gather1(masks[1]),
+                            gather1(guides[1]), inside1)
+            x1 = crop(x1, halo1 - last_halo // 2)
+
+        # Scale 0, decoder: skip tiles + up layer of the scale-1 tiles -> blocks -> projection.
         rings = halo0 - last_halo
         inside = crop(inside0, rings)
-        up = self.ups[0](masked_gather(x, tiles[0], tile0 // 2, last_halo // 2))
         m = crop(m0, rings)
-        x = run_blocks(self.last_blocks, (up + crop(x0, rings)) * inside, m, crop(g0, rings), inside)
+        x = run_blocks(self.last_blocks, (self.ups[0](x1) + crop(x0, rings)) * inside, m, crop(g0, rings), inside)
         delta = centre(self.proj(x), last_halo)
         return masked_scatter(image, centre(blurred, halo0) + centre(m, last_halo) * delta, tiles[0])
+
+
+def _even(halo: int) -> int:
+    """``halo`` rounded up to even: a halo of whole pixels one scale deeper."""
+    return halo + halo % 2
 
 
 class DenseBody(nn.Module):
@@ -252,7 +310,7 @@ class PrunedM2AE(nn.Module):
         super().__init__()
         deployed = deploy_form(model)
         self.config = deployed.config
-        self.pruning = pruning or PruningConfig()
+        self.pruning = pruning or PruningOptions().resolve(self.config.preset)
         self.mask_head = MaskHead(deployed)
         self.pruned = PrunedBody(deployed, self.pruning)
         self.dense = DenseBody(deployed)

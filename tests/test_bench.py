@@ -18,7 +18,10 @@ from m2ae import cli
 from m2ae.benchmarks.latency import (
     RECORD_FIELDS,
     BenchConfig,
+    BenchRecord,
     BenchReport,
+    add_speedups,
+    break_even_lines,
     format_table,
     parse_size,
     run_benchmark,
@@ -360,3 +363,24 @@ def test_cli_bench_prints_table(bench_run, tmp_path, monkeypatch, capsys):
     assert lines[0].split()[:5] == ["backend", "variant", "precision", "size", "blur%"]
     assert [line.split()[4] for line in lines[1:3]] == ["0", "50"]
     assert len(json.loads((out / "results.json").read_text())) == 2
+
+
+def _record(variant: str, occupancy: float, p50: float) -> BenchRecord:
+    return BenchRecord(
+        backend="onnx", variant=variant, precision="fp32", blur=occupancy, blur_measured=occupancy,
+        occupancy=occupancy, height=64, width=64, p50_ms=p50, p90_ms=p50, p99_ms=p50, mean_ms=p50,
+        throughput_ips=1e3 / p50, macs=1, iters=1, warmup=0, threads=1, device="cpu", timer="wall",
+    )
+
+
+def test_break_even_interpolates_the_crossing_of_the_tiled_body() -> None:
+    records = [_record("dense", occ, 100.0) for occ in (0.0, 20.0, 40.0, 60.0)]
+    # tiled: 50 ms at 20%, 150 ms at 60% -> meets 100 ms at 40%; the 0% point (skipped body) is ignored
+    records += [_record("plugin", 0.0, 1.0), _record("plugin", 20.0, 50.0), _record("plugin", 60.0, 150.0)]
+    add_speedups(records)
+    (line,) = break_even_lines(records, dense_above=1.0)
+    assert "meets dense at 40% tile occupancy" in line and "--dense-above 0.40" in line
+    # Exported with a switch at 0.5: the 60% point ran the dense body and must not count.
+    lines = break_even_lines(records, dense_above=0.5)
+    assert "ran the dense body" in lines[0]
+    assert "faster than dense at every measured occupancy (20-20%)" in lines[1]

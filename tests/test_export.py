@@ -19,7 +19,7 @@ from onnx import TensorProto, numpy_helper
 
 from m2ae.cli import main
 from m2ae.export.onnx_export import DenseGraph, model_filename
-from m2ae.export.pruned import PrunedM2AE, PruningConfig
+from m2ae.export.pruned import PrunedM2AE, PruningOptions
 from m2ae.model.checkpoint import save_checkpoint
 from m2ae.model.config import M2AEConfig
 from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
@@ -169,9 +169,10 @@ def test_plugin_nodes_follow_the_contract(exported: Exported, precision: str) ->
     # Custom ops live in the tiled branch only; the top level holds the head and the switch.
     assert not [n for n in model.graph.node if n.domain == DOMAIN]
     metadata = {p.key: p.value for p in model.metadata_props}
-    default = PruningConfig()
+    default = PruningOptions().resolve(CONFIG.preset)
     assert metadata["m2ae.tiles"] == ",".join(str(default.tile(s)) for s in range(CONFIG.num_scales))
     assert float(metadata["m2ae.dense_above"]) == default.dense_above
+    assert int(metadata["m2ae.blocks_per_gather"]) == default.blocks_per_gather
 
 
 @pytest.mark.parametrize("variant", ["plugin", "portable"])

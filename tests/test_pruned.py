@@ -137,7 +137,7 @@ def test_pruned_sparse_config_predicted_and_given_masks() -> None:
     check_pruned((model, folded, pruned), image, given)
 
 
-@pytest.mark.parametrize("tiles", [(2,), (4, 4, 2), (8, 4), (6, 16, 3), (32,)])
+@pytest.mark.parametrize("tiles", [(4,), (4, 4, 2), (8, 4), (12, 16, 3), (32,), (64, 3)])
 def test_pruned_matches_dense_for_any_tiling(nets, tiles: tuple[int, ...]) -> None:
     """Tiles smaller than the halo, larger than the map, not dividing H or W: all exact."""
     model, folded, _ = nets
@@ -148,9 +148,12 @@ def test_pruned_matches_dense_for_any_tiling(nets, tiles: tuple[int, ...]) -> No
     check_pruned((model, folded, pruned), image, mask)
 
 
-def test_odd_scale0_tile_is_refused() -> None:
-    with pytest.raises(ValueError, match="must be even"):
-        PrunedBody(deploy_form(perturbed_model(SMALL, seed=0)), PruningConfig(tiles=(5,)))
+def test_scale0_tile_that_does_not_halve_is_refused() -> None:
+    with pytest.raises(ValueError, match="multiple of 4"):
+        PrunedBody(deploy_form(perturbed_model(SMALL, seed=0)), PruningConfig(tiles=(6,)))
+    with pytest.raises(ValueError, match="multiple of 2"):
+        PrunedBody(deploy_form(perturbed_model(SPARSE, seed=0)), PruningConfig(tiles=(5,)))
+    PrunedBody(deploy_form(perturbed_model(SPARSE, seed=0)), PruningConfig(tiles=(6,)))
 
 
 @pytest.mark.parametrize(("tiles", "dense_above"), [((), 0.5), ((0,), 0.5), ((16,), -0.1), ((16,), 1.5)])
