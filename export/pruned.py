@@ -1,20 +1,21 @@
 """The pixel-pruned forward (docs/design.md section 2): block-sparse tiles.
 
 Per U-Net scale s, the scale's mask ``m_s`` is cut into square tiles of side ``t_s``;
-a tile is active when any of its pixels is masked. Each stage of masked blocks
+a tile is active when any of its pixels is masked. Each group of masked blocks
 
 * gathers its active tiles once, with a halo of two pixels per block (each block is two
-  3x3 convs), out of the stage's input map, its mask and the motion guide
-  (``MaskedGather``); an in-image indicator comes from the tile ids;
+  3x3 convs), out of its input map, its mask and the motion guide (``MaskedGather``);
+  an in-image indicator comes from the tile ids;
 * runs its blocks on that batch of tiles as ordinary convs. A block's residual is still
   gated per pixel, ``x + m * F(x, g)``, so sharp pixels inside an active tile keep
   their value bit for bit; the rings its zero padding spoils at the tile's edge lie in
   the halo, never in the centre;
 * writes the tile centres back once (``MaskedScatter``).
 
-Scale 0 never builds a full-resolution feature map (``PrunedBody``): its two stages
-share one set of image tiles, and the last one writes ``blurred + m * proj(x)`` into
-the image, so pixels outside active tiles are the input untouched. Tile ids come from a max-pool of the mask and ``NonZero``: no cumulative
+Only the scale-0 tiles reach the output, so scale 0 and the decoder's scale 1 build no
+feature map at all (``PrunedBody``): they run on those tiles, and the last stage writes
+``blurred + m * proj(x)`` into the image; pixels outside active tiles are the input
+untouched. Tile ids come from a max-pool of the mask and ``NonZero``: no cumulative
 sums, no zero-size constants.
 
 ``PrunedM2AE`` also applies the two shortcuts the exported graph takes: an all-sharp
@@ -51,7 +52,7 @@ class PruningConfig:
     ``tiles`` holds the tile side per U-Net scale (the last entry repeats for deeper
     scales). ``dense_above`` is the share of active scale-0 tiles above which the dense
     body runs instead: measured per backend (``m2ae bench``), stored in the exported
-    model's metadata.
+    model's metadata. The defaults are the ``tiny`` preset's.
     """
 
     tiles: tuple[int, ...] = (32, 32, 16)
@@ -75,7 +76,7 @@ class PruningConfig:
 #: Per preset, chosen with ONNX Runtime on 2 CPU threads (`m2ae bench --dense-above 1`):
 #: tiny at 1024^2, base at 512^2, where a deep 4-block bottleneck pays for a gather per block.
 PRESET_PRUNING: dict[str, PruningConfig] = {
-    "tiny": PruningConfig(tiles=(32, 32, 16), dense_above=0.35, blocks_per_gather=2),
+    "tiny": PruningConfig(),
     "base": PruningConfig(tiles=(32, 16, 16, 8), dense_above=0.3, blocks_per_gather=1),
 }
 
@@ -114,6 +115,7 @@ def active_tiles(mask: Tensor, tile: int) -> Tensor:
 
 
 def centre(tiles: Tensor, halo: int) -> Tensor:
+    """Tiles [B, C, S, S] with ``halo`` outer rings removed."""
     return tiles[:, :, halo : tiles.shape[2] - halo, halo : tiles.shape[3] - halo]
 
 
@@ -142,11 +144,6 @@ def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, guide: Tensor, in
     for block in blocks:
         x = x + mask * block.residual(x, guide, inside)
     return x
-
-
-def crop(tiles: Tensor, rings: int) -> Tensor:
-    """Tiles with ``rings`` outer rings of their halo removed."""
-    return centre(tiles, rings) if rings else tiles
 
 
 class TileStage(nn.Module):
@@ -258,13 +255,13 @@ class PrunedBody(nn.Module):
             up = self.ups[1](masked_gather(x, tiles[0], tile0 // 4, halo1 // 2))
             x1 = run_blocks(self.scale1_blocks, (up + gather1(skips[0])) * inside1, gather1(masks[1]),
                             gather1(guides[1]), inside1)
-            x1 = crop(x1, halo1 - last_halo // 2)
+            x1 = centre(x1, halo1 - last_halo // 2)
 
         # Scale 0, decoder: skip tiles + up layer of the scale-1 tiles -> blocks -> projection.
         rings = halo0 - last_halo
-        inside = crop(inside0, rings)
-        m = crop(m0, rings)
-        x = run_blocks(self.last_blocks, (self.ups[0](x1) + crop(x0, rings)) * inside, m, crop(g0, rings), inside)
+        inside, m = centre(inside0, rings), centre(m0, rings)
+        x = (self.ups[0](x1) + centre(x0, rings)) * inside
+        x = run_blocks(self.last_blocks, x, m, centre(g0, rings), inside)
         delta = centre(self.proj(x), last_halo)
         return masked_scatter(image, centre(blurred, halo0) + centre(m, last_halo) * delta, tiles[0])
 
