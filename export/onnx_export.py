@@ -16,6 +16,7 @@ dense_above, variant, precision, mask input, checkpoint sha256).
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Callable
@@ -143,8 +144,9 @@ class PrunedParts:
     tiled: onnx.ModelProto  # (image, blur_mask) -> restored, with m2ae custom ops
     dense: onnx.ModelProto  # (image, blur_mask) -> restored
 
+    @functools.cached_property
     def portable(self) -> onnx.ModelProto:
-        """The tiled body in standard ONNX ops."""
+        """The tiled body in standard ONNX ops (lowered once, on first use)."""
         return simplify(lower_to_standard_ops(self.tiled))
 
 
@@ -224,17 +226,19 @@ def _body_feeds(images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
 
 
 def _at_precision(
-    precision: str, models: dict[str, onnx.ModelProto], calibration: onnx.ModelProto,
+    precision: str, models: dict[str, onnx.ModelProto], calibration: Callable[[], onnx.ModelProto],
     feeds: Callable[[], list[dict[str, np.ndarray]]], progress: bool,
 ) -> dict[str, onnx.ModelProto]:
-    """``models`` converted to ``precision``; int8 is calibrated once on ``calibration``."""
+    """``models`` converted to ``precision``; int8 is calibrated once on ``calibration()``
+    (a graph of standard ops, which ONNX Runtime's calibrator can run). Both callables
+    run only for int8."""
     from m2ae.export.precision import quantize_int8, to_fp16
 
     if precision == "fp32":
         return models
     if precision == "fp16":
         return {name: to_fp16(model) for name, model in models.items()}
-    return quantize_int8(models, calibration, feeds(), progress)
+    return quantize_int8(models, calibration(), feeds(), progress)
 
 
 def export_models(config: ExportConfig) -> list[ExportedModel]:
@@ -245,12 +249,12 @@ def export_models(config: ExportConfig) -> list[ExportedModel]:
                  disable=not config.progress)
     steps.set_postfix_str("tracing")
     pruned_variants = [v for v in ("plugin", "portable") if v in config.variants]
+    pruning = config.pruning.resolve(model_config.preset)
     parts = None
     tiled: dict[str, onnx.ModelProto] = {}
     if pruned_variants:
-        pruning = config.pruning.resolve(model_config.preset)
         parts = _trace_pruned_parts(loaded.model, pruning, config.mask_input, config.opset)
-        tiled = {v: parts.tiled if v == "plugin" else parts.portable() for v in pruned_variants}
+        tiled = {v: parts.tiled if v == "plugin" else parts.portable for v in pruned_variants}
     dense = None
     if "dense" in config.variants:
         dense = simplify(_trace_dense(loaded.model, model_config.multiple, config.mask_input, config.opset))
@@ -264,22 +268,26 @@ def export_models(config: ExportConfig) -> list[ExportedModel]:
             images.extend(_calibration_images(loaded, config))
         return images
 
+    def body_feeds() -> list[dict[str, np.ndarray]]:
+        return _body_feeds(calibration_images())
+
+    def dense_feeds() -> list[dict[str, np.ndarray]]:
+        return _dense_feeds(loaded, calibration_images(), config.mask_input)
+
     written = []
     for precision in config.precisions:
         models: dict[str, onnx.ModelProto] = {}
         if parts is not None:
-            body_feeds = lambda: _body_feeds(calibration_images())  # noqa: E731
             # Both tiled bodies share tensor names, so one calibration on the portable one serves both.
-            tiled_at = _at_precision(precision, tiled, tiled.get("portable") or parts.portable(), body_feeds,
-                                     config.progress)
-            dense_body = _at_precision(precision, {"dense": parts.dense}, parts.dense, body_feeds,
+            tiled_at = _at_precision(precision, tiled, lambda: parts.portable, body_feeds, config.progress)
+            dense_body = _at_precision(precision, {"dense": parts.dense}, lambda: parts.dense, body_feeds,
                                        config.progress)["dense"]
             for variant in pruned_variants:
                 models[variant] = compose(parts.head, tiled_at[variant], dense_body, pruning.tile(0),
                                           pruning.dense_above, model_config.in_channels)
         if dense is not None:
-            dense_feeds = lambda: _dense_feeds(loaded, calibration_images(), config.mask_input)  # noqa: E731
-            models["dense"] = _at_precision(precision, {"dense": dense}, dense, dense_feeds, config.progress)["dense"]
+            models["dense"] = _at_precision(precision, {"dense": dense}, lambda: dense, dense_feeds,
+                                            config.progress)["dense"]
         for variant in config.variants:
             steps.set_postfix_str(f"{variant} {precision}")
             metadata = _metadata(loaded, variant, precision, config)
