@@ -4,11 +4,14 @@ The mask goes in through the ``mask`` input of the ``*_maskin_*`` exports: a see
 ``blob_mask`` per requested blur ratio (so each ratio costs what the pruned network does
 for that much blur, whatever the weights predict), or with ``masks="predicted"`` the
 masks the model predicts on held-out synthetic images. Each record also gives the tile
-occupancy (share of active scale-0 tiles), what the tiled body's cost follows. Each measurement is a warm-up followed by a fixed
-number of timed runs (CUDA events on a GPU, ``perf_counter`` on the CPU), reported as
-p50/p90/p99/mean latency and throughput, beside the MACs counted from the graph
-(``macs.count_macs``). Results go to ``results.json`` (a list of records),
-``results.csv``, ``machine.json`` and PNG plots in the output folder.
+occupancy (share of active scale-0 tiles), what the tiled body's cost follows.
+
+Each measurement is a warm-up followed by a fixed number of timed runs (CUDA events on
+a GPU, ``perf_counter`` on the CPU), reported as p50/p90/p99/mean latency and
+throughput, beside the MACs of the branch the graph took (``macs.count_macs``, counted
+before any timing). Each job's session is closed before the next is timed. Results go
+to ``results.json`` (a list of records), ``results.csv``, ``machine.json`` and PNG plots
+in the output folder.
 
 Backends: ``onnx`` runs every exported variant and precision in ONNX Runtime; ``torch``
 runs the checkpoint (``plugin`` = pruned, ``dense``; fp32 only, no ``portable``);

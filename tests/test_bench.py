@@ -384,3 +384,19 @@ def test_break_even_interpolates_the_crossing_of_the_tiled_body() -> None:
     lines = break_even_lines(records, dense_above=0.5)
     assert "ran the dense body" in lines[0]
     assert "faster than dense at every measured occupancy (20-20%)" in lines[1]
+
+
+def test_bench_on_predicted_masks(bench_run):
+    """``masks="predicted"``: one record per held-out image and variant, its blur the mask's own share."""
+    config = BenchConfig(out=bench_run.config.out / "predicted", checkpoint=bench_run.config.checkpoint,
+                         backends=("onnx",), variants=("dense", "plugin"), masks="predicted", predicted_images=2,
+                         sizes=((32, 32),), iters=1, warmup=0, threads=1, models_dir=bench_run.config.models_path,
+                         progress=False, plots=False)
+    report = run_benchmark(config)
+    assert [r.variant for r in report.records] == ["dense", "dense", "plugin", "plugin"]
+    assert [r.blur for r in report.records[:2]] == [r.blur for r in report.records[2:]]
+    for record in report.records:
+        assert record.blur == record.blur_measured
+        assert 0.0 <= record.blur <= record.occupancy <= 100.0
+    with pytest.raises(UserError, match="--masks"):
+        BenchConfig(out=config.out, masks="painted")
