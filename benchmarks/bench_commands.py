@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", default="512", help="comma list of sizes: 512 (square) or HxW like 1080x1920")
     parser.add_argument("--iters", type=int, default=20, help="timed runs per measurement (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="passes over all backends/variants, interleaved so a noisy machine's drift falls on "
+                        "each alike; records pool the timed runs of every round (default: 1)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime and torch")
     parser.add_argument("--models", type=Path, default=None,
                         help="folder of exported models to reuse or fill (default: OUT/models)")
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         sizes=tuple(parse_size(s) for s in parse_names(args.size, "--size")),
         iters=args.iters,
         warmup=args.warmup,
+        rounds=args.rounds,
         threads=args.threads,
         models_dir=args.models,
         seed=args.seed,

@@ -98,6 +98,8 @@ class BenchConfig:
     sizes: tuple[Size, ...] = ((512, 512),)
     iters: int = 20
     warmup: int = 3
+    #: passes over all jobs; each record pools its timed runs over the rounds
+    rounds: int = 1
     #: CPU threads for ONNX Runtime (intra-op) and torch; None: the library's default
     threads: int | None = None
     #: exported models to reuse or write; default: ``out / "models"``
@@ -127,6 +129,8 @@ class BenchConfig:
             raise UserError(f"--iters {self.iters}: must be 1 or more")
         if self.warmup < 0:
             raise UserError(f"--warmup {self.warmup}: must be 0 or more")
+        if self.rounds < 1:
+            raise UserError(f"--rounds {self.rounds}: must be 1 or more")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads {self.threads}: must be 1 or more")
         if self.masks not in MASK_SOURCES:
@@ -158,6 +162,7 @@ class BenchRecord:
     throughput_ips: float
     #: counted on the fp32 graph of the variant (precision does not change the shapes counted)
     macs: int
+    #: timed runs behind the percentiles: iters per round x rounds
     iters: int
     warmup: int
     #: CPU threads (None on a GPU, or the library's default)
@@ -343,6 +348,27 @@ def _cases(config: BenchConfig, sizes: list[Size], model: torch.nn.Module) -> li
     return cases
 
 
+@dataclass
+class _Runs:
+    """The timings of one (job, case) over the rounds."""
+
+    device: str
+    threads: int | None
+    timings: list[Timing] = field(default_factory=list)
+    powers_mw: list[float] = field(default_factory=list)
+
+    def add(self, timing: Timing, power_mw: float | None) -> None:
+        self.timings.append(timing)
+        if power_mw is not None:
+            self.powers_mw.append(power_mw)
+
+    def timing(self) -> Timing:
+        return Timing(tuple(t for timing in self.timings for t in timing.times_ms), self.timings[0].timer)
+
+    def power_mw(self) -> float | None:
+        return float(np.mean(self.powers_mw)) if self.powers_mw else None
+
+
 @dataclass(frozen=True)
 class _Job:
     backend: str
@@ -455,48 +481,59 @@ def run_benchmark(config: BenchConfig) -> BenchReport:
     tile = pruning.tile(0)
     occupancy = [round(float(tile_occupancy(torch.from_numpy(case.mask), tile)) * 100.0, 4) for case in cases]
 
-    records: list[BenchRecord] = []
-    bar = tqdm(total=len(jobs) * len(cases), unit="run", disable=not config.progress or not jobs)
-    for job in jobs:
-        bar.set_description(f"{job.backend}/{job.variant}/{job.precision}")
-        try:
-            engine, device = engines.open(job)
-        except UserError as exc:
-            line = f"{job.backend}/{job.variant}/{job.precision}: skipped: {exc}"
-            notes.append(line)
-            tqdm.write(line)
-            bar.update(len(cases))
-            continue
-        with contextlib.ExitStack() as stack:
-            if hasattr(engine, "close"):
-                stack.callback(engine.close)
-            on_cpu = device == "cpu"
-            # TensorRT's infer() ends in a stream sync, so wall time is right where torch has no CUDA.
-            cuda_events = not on_cpu and _cuda_available()
-            threads: int | None = None
-            if job.backend == "onnx":
-                threads = config.threads
-            elif job.backend == "torch" and on_cpu:
-                threads = stack.enter_context(torch_threads(config.threads))
-            for i, case in enumerate(cases):
-                bar.set_postfix_str(f"{case.size[0]}x{case.size[1]} blur {case.blur:g}%")
-                image, mask = case.image, case.mask
-                with PowerSampler(enabled=bool(machine["is_jetson"])) as power:
-                    timing = time_calls(lambda: engine.infer(image, mask), config.iters, config.warmup,
-                                        cuda_events=cuda_events)
-                records.append(BenchRecord(
-                    backend=job.backend, variant=job.variant, precision=job.precision, blur=case.blur,
-                    blur_measured=round(float(mask.mean()) * 100.0, 4), occupancy=occupancy[i],
-                    height=case.size[0], width=case.size[1],
-                    p50_ms=timing.percentile(50), p90_ms=timing.percentile(90), p99_ms=timing.percentile(99),
-                    mean_ms=timing.mean, throughput_ips=1e3 / timing.mean,
-                    macs=macs[(job.variant, i)], iters=config.iters, warmup=config.warmup,
-                    threads=threads, device=device, timer=timing.timer, power_mw=power.mean_mw,
-                ))
-                bar.update(1)
-        # The closed session's spinning workers must be gone before the next measurement.
-        gc.collect()
+    runs: dict[tuple[_Job, int], _Runs] = {}
+    skipped: set[_Job] = set()
+    bar = tqdm(total=config.rounds * len(jobs) * len(cases), unit="run", disable=not config.progress or not jobs)
+    # Rounds interleave the jobs, so slow drifts of a noisy machine fall on every variant alike.
+    for _ in range(config.rounds):
+        for job in jobs:
+            if job in skipped:
+                bar.update(len(cases))
+                continue
+            bar.set_description(f"{job.backend}/{job.variant}/{job.precision}")
+            try:
+                engine, device = engines.open(job)
+            except UserError as exc:
+                line = f"{job.backend}/{job.variant}/{job.precision}: skipped: {exc}"
+                notes.append(line)
+                tqdm.write(line)
+                skipped.add(job)
+                bar.update(len(cases))
+                continue
+            with contextlib.ExitStack() as stack:
+                if hasattr(engine, "close"):
+                    stack.callback(engine.close)
+                on_cpu = device == "cpu"
+                # TensorRT's infer() ends in a stream sync, so wall time is right where torch has no CUDA.
+                cuda_events = not on_cpu and _cuda_available()
+                threads: int | None = None
+                if job.backend == "onnx":
+                    threads = config.threads
+                elif job.backend == "torch" and on_cpu:
+                    threads = stack.enter_context(torch_threads(config.threads))
+                for i, case in enumerate(cases):
+                    bar.set_postfix_str(f"{case.size[0]}x{case.size[1]} blur {case.blur:g}%")
+                    image, mask = case.image, case.mask
+                    with PowerSampler(enabled=bool(machine["is_jetson"])) as power:
+                        timing = time_calls(lambda: engine.infer(image, mask), config.iters, config.warmup,
+                                            cuda_events=cuda_events)
+                    runs.setdefault((job, i), _Runs(device, threads)).add(timing, power.mean_mw)
+                    bar.update(1)
+            # The closed session's spinning workers must be gone before the next measurement.
+            gc.collect()
     bar.close()
+    records = []
+    for (job, i), run in runs.items():
+        case, timing = cases[i], run.timing()
+        records.append(BenchRecord(
+            backend=job.backend, variant=job.variant, precision=job.precision, blur=case.blur,
+            blur_measured=round(float(case.mask.mean()) * 100.0, 4), occupancy=occupancy[i],
+            height=case.size[0], width=case.size[1],
+            p50_ms=timing.percentile(50), p90_ms=timing.percentile(90), p99_ms=timing.percentile(99),
+            mean_ms=timing.mean, throughput_ips=1e3 / timing.mean,
+            macs=macs[(job.variant, i)], iters=len(timing.times_ms), warmup=config.warmup,
+            threads=run.threads, device=run.device, timer=timing.timer, power_mw=run.power_mw(),
+        ))
     add_speedups(records)
     return _write_outputs(config, records, notes, machine, pruning)
 

@@ -400,3 +400,16 @@ def test_bench_on_predicted_masks(bench_run):
         assert 0.0 <= record.blur <= record.occupancy <= 100.0
     with pytest.raises(UserError, match="--masks"):
         BenchConfig(out=config.out, masks="painted")
+
+
+def test_bench_rounds_pool_the_timed_runs(bench_run):
+    config = BenchConfig(out=bench_run.config.out / "rounds", checkpoint=bench_run.config.checkpoint,
+                         backends=("onnx",), variants=("dense", "plugin"), blur=(0.0, 50.0), sizes=((32, 32),),
+                         iters=2, warmup=0, rounds=3, threads=1, models_dir=bench_run.config.models_path,
+                         progress=False, plots=False)
+    report = run_benchmark(config)
+    assert sorted((r.variant, r.blur) for r in report.records) == [("dense", 0.0), ("dense", 50.0),
+                                                                   ("plugin", 0.0), ("plugin", 50.0)]
+    assert all(r.iters == 6 for r in report.records)
+    with pytest.raises(UserError, match="--rounds"):
+        BenchConfig(out=config.out, rounds=0)
