@@ -24,6 +24,7 @@ from m2ae.model.checkpoint import save_checkpoint
 from m2ae.model.config import M2AEConfig
 from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
+from m2ae.trt_plugins.onnx_ops import all_graphs
 
 CONFIG = M2AEConfig(
     preset="custom", width=4, num_scales=3, enc_blocks=(1, 1, 1), dec_blocks=(1, 1), motion_channels=4,
@@ -125,22 +126,12 @@ def test_model_checker_opset_and_metadata(exported: Exported, case: tuple[str, s
         assert dims[1].dim_value == (1 if value.name in ("mask", "blur_mask") else 3)
 
 
-def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """``graph`` and every subgraph (``If`` branches) below it."""
-    found = [graph]
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                found += _graphs(attr.g)
-    return found
-
-
 def _all_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for g in _graphs(model.graph) for n in g.node]
+    return [n for g in all_graphs(model.graph) for n in g.node]
 
 
 def _all_initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    return {i.name: i for g in _graphs(model.graph) for i in g.initializer}
+    return {i.name: i for g in all_graphs(model.graph) for i in g.initializer}
 
 
 def _custom_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -187,7 +178,7 @@ def test_pruned_graph_skips_all_sharp_frames_and_switches_to_dense(exported: Exp
     assert branches["else_branch"].node[0].input[0] == "image"
     inner = [n for n in branches["then_branch"].node if n.op_type == "If"]
     assert len(inner) == 1
-    conv_counts = {a.name: sum(n.op_type == "Conv" for g in _graphs(a.g) for n in g.node) for a in inner[0].attribute}
+    conv_counts = {a.name: sum(n.op_type == "Conv" for g in all_graphs(a.g) for n in g.node) for a in inner[0].attribute}
     assert conv_counts["then_branch"] > 0 and conv_counts["else_branch"] > 0
     nodes = _all_nodes(model)
     assert not [n for n in nodes if n.op_type == "CumSum"]

@@ -52,6 +52,7 @@ from m2ae.export.trt_builder import (
 )
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.trt_plugins import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from m2ae.trt_plugins.onnx_ops import all_graphs
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 PLATFORM = detect_platform()
@@ -535,14 +536,6 @@ def test_read_onnx_info_bad_files(tmp_path):
         read_onnx_info(junk)
 
 
-def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """``graph`` and its If branches, recursively: the pruned graphs keep their custom ops there."""
-    found = [graph]
-    for node in graph.node:
-        found += [sub for attr in node.attribute if attr.type == onnx.AttributeProto.GRAPH for sub in _graphs(attr.g)]
-    return found
-
-
 @pytest.fixture(scope="module")
 def tiny_plugin_exports(tmp_path_factory) -> dict[bool, Path]:
     """The shipped tiny checkpoint's plugin ONNX, predicting its mask (False) or taking one (True)."""
@@ -565,7 +558,7 @@ def test_tiny_plugin_export_fits_what_the_builder_and_runtime_expect(tiny_plugin
     model = onnx.load(str(info.path), load_external_data=False)
     assert {o.name for o in model.graph.output} == {OUTPUT_RESTORED, OUTPUT_MASK}
     # TensorRT's ONNX parser finds a plugin by op_type plus these two attributes.
-    custom = [node for graph in _graphs(model.graph) for node in graph.node if node.domain == DOMAIN]
+    custom = [node for graph in all_graphs(model.graph) for node in graph.node if node.domain == DOMAIN]
     assert custom
     for node in custom:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}

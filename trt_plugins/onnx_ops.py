@@ -204,6 +204,11 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from attr.graphs
 
 
+def all_graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``graph`` and every subgraph below it (``If`` branches, ``Loop`` bodies), depth first."""
+    return [graph] + [g for node in graph.node for sub in subgraphs(node) for g in all_graphs(sub)]
+
+
 def _lower_graph(graph: onnx.GraphProto, counter: list[int]) -> None:
     new_nodes: list[onnx.NodeProto] = []
     for node in graph.node:
@@ -249,7 +254,4 @@ def lower_to_standard_ops(model: onnx.ModelProto) -> onnx.ModelProto:
 def has_custom_ops(model: onnx.ModelProto) -> bool:
     """Whether any node of ``model`` (subgraphs included) is in the ``m2ae`` domain."""
 
-    def visit(graph: onnx.GraphProto) -> bool:
-        return any(n.domain == DOMAIN or any(visit(s) for s in subgraphs(n)) for n in graph.node)
-
-    return visit(model.graph)
+    return any(node.domain == DOMAIN for graph in all_graphs(model.graph) for node in graph.node)

@@ -37,7 +37,13 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
-from m2ae.trt_plugins.onnx_ops import check_plugin_version, has_custom_ops, lower_to_standard_ops, subgraphs
+from m2ae.trt_plugins.onnx_ops import (
+    all_graphs,
+    check_plugin_version,
+    has_custom_ops,
+    lower_to_standard_ops,
+    subgraphs,
+)
 from m2ae.trt_plugins.reference import grid_shape, tile_origins
 
 _PLUGIN_ATTRS = ("plugin_version", "plugin_namespace")
@@ -223,17 +229,11 @@ def _float_types(model: onnx.ModelProto) -> dict[str, int]:
     it would stop at a custom node; tensor names are unchanged by the lowering.
     """
     types: dict[str, int] = {}
-
-    def visit(graph: onnx.GraphProto) -> None:
+    for graph in all_graphs(onnx.shape_inference.infer_shapes(lower_to_standard_ops(model)).graph):
         types.update((init.name, init.data_type) for init in graph.initializer)
         for info in [*graph.input, *graph.value_info, *graph.output]:
             if info.type.HasField("tensor_type"):
                 types[info.name] = info.type.tensor_type.elem_type
-        for node in graph.node:
-            for sub in subgraphs(node):
-                visit(sub)
-
-    visit(onnx.shape_inference.infer_shapes(lower_to_standard_ops(model)).graph)
     return types
 
 

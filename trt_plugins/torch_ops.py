@@ -21,14 +21,11 @@ import torch
 from torch import Tensor
 
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
+from m2ae.trt_plugins.reference import grid_shape
 
 GATHER_QUALNAME = f"{DOMAIN}::masked_gather"
 SCATTER_QUALNAME = f"{DOMAIN}::masked_scatter"
 FLOAT_DTYPES = (torch.float32, torch.float16)
-
-
-def _grid(height: int, width: int, tile: int) -> tuple[int, int]:
-    return -(-height // tile), -(-width // tile)
 
 
 def _tile_coords(tiles: Tensor, rows: int, cols: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -38,7 +35,7 @@ def _tile_coords(tiles: Tensor, rows: int, cols: int) -> tuple[Tensor, Tensor, T
 
 def _gather_impl(dense: Tensor, tiles: Tensor, tile: int, halo: int) -> Tensor:
     n, c, h, w = dense.shape
-    rows, cols = _grid(h, w, tile)
+    rows, cols = grid_shape(h, w, tile)
     size = tile + 2 * halo
     # One zero-padded copy makes every window (partial edge tiles too) a plain slice.
     padded = torch.nn.functional.pad(dense, (halo, halo + cols * tile - w, halo, halo + rows * tile - h))
@@ -50,7 +47,7 @@ def _gather_impl(dense: Tensor, tiles: Tensor, tile: int, halo: int) -> Tensor:
 def _scatter_impl(base: Tensor, values: Tensor, tiles: Tensor) -> Tensor:
     n, c, h, w = base.shape
     tile = values.shape[3]
-    rows, cols = _grid(h, w, tile)
+    rows, cols = grid_shape(h, w, tile)
     out = base.new_zeros((n, c, rows * tile, cols * tile))
     out[:, :, :h, :w] = base
     cells = out.unfold(2, tile, tile).unfold(3, tile, tile)  # a view: writes land in ``out``
@@ -121,7 +118,7 @@ def validate_gather(dense: Tensor, tiles: Tensor, tile: int, halo: int, check: b
     if tile < 1 or halo < 0:
         raise ValueError(f"tile must be >= 1 and halo >= 0, got tile={tile}, halo={halo}")
     n, _, h, w = dense.shape
-    rows, cols = _grid(h, w, tile)
+    rows, cols = grid_shape(h, w, tile)
     _check_tiles(tiles, n * rows * cols, check)
 
 
@@ -141,7 +138,7 @@ def validate_scatter(base: Tensor, values: Tensor, tiles: Tensor, check: bool = 
     if tiles.ndim != 1 or tuple(values.shape[:2]) != (tiles.shape[0], c):
         raise ValueError(f"values must be [B, {c}, tile, tile] and tiles [B], "
                          f"got {tuple(values.shape)} and {tuple(tiles.shape)}")
-    rows, cols = _grid(h, w, values.shape[3])
+    rows, cols = grid_shape(h, w, values.shape[3])
     _check_tiles(tiles, n * rows * cols, check)
     if check and _is_host(tiles) and torch.unique(tiles).numel() != tiles.numel():
         raise ValueError("tile ids must be unique")
