@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from m2ae.atomic import write_text
+from m2ae.atomic import check_output_dir, remove_stale_temps, write_text
 from m2ae.errors import UserError
 
 STAGES = ("data", "export", "engines", "parity", "benchmark", "quality", "report")
@@ -172,7 +172,10 @@ def run_demo(config: DemoConfig) -> DemoReport:
     from m2ae.model.data.sources import evaluation_samples
     from m2ae.model.evaluate import evaluate
 
-    out = Path(config.out)
+    out = check_output_dir(config.out, "--out")
+    # The export, parity and benchmark stages clear their own folders.
+    for folder in (out, out / "data", out / "engines"):
+        remove_stale_temps(folder)
     start = time.perf_counter()
     notes: list[str] = []
     files: dict[str, Path] = {}

@@ -36,7 +36,7 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from m2ae.atomic import write_text
+from m2ae.atomic import check_output_dir, remove_stale_temps, write_text
 from m2ae.benchmarks.macs import count_macs
 from m2ae.benchmarks.masks import blob_mask
 from m2ae.benchmarks.sysinfo import PowerSampler, machine_info
@@ -299,17 +299,15 @@ def ensure_models(
 
 def trt_unavailable() -> str | None:
     """Why the TensorRT backend cannot run here, or None if it can."""
-    from m2ae.export.platform_info import detect_platform
+    from m2ae.platform_info import cuda_binding_line, detect_platform, install_hint
 
     platform = detect_platform()
     if platform.tensorrt_version is None:
-        return "TensorRT is not installed (pip install 'm2ae[trt]', or JetPack's python3-libnvinfer)"
+        return f"TensorRT is not installed; install it with: {install_hint(platform)}"
     if not platform.has_gpu:
         return "no CUDA GPU/driver found"
-    try:
-        import pycuda.driver  # noqa: F401
-    except (ImportError, OSError):
-        return "pycuda is not installed (pip install 'm2ae[trt]')"
+    if platform.cuda_binding is None:
+        return cuda_binding_line(platform)
     return None
 
 
@@ -435,7 +433,7 @@ class _Engines:
         return self._open_trt(job), "cuda"
 
     def _open_trt(self, job: _Job) -> Any:
-        from m2ae.export.engine_cache import Profile
+        from m2ae.engine_sidecar import Profile
         from m2ae.export.trt_builder import BuildConfig, build_engine
         from m2ae.runtime.trt_engine import TensorRTEngine
 
@@ -455,10 +453,16 @@ def run_benchmark(config: BenchConfig) -> BenchReport:
     """Measure every planned job on every size and blur ratio; write the results and plots."""
     from m2ae.model.checkpoint import load_checkpoint
 
+    check_output_dir(config.out, "--out")
+    check_output_dir(config.models_path, "--out" if config.models_dir is None else "--models")
+    for folder in (config.out, config.models_path):
+        remove_stale_temps(folder)
     notes: list[str] = []
+    jobs = _plan(config, notes)
+    if not jobs:
+        raise UserError(f"--backends {','.join(config.backends)}: nothing can be measured here ({'; '.join(notes)})")
     loaded = load_checkpoint(config.checkpoint)
     sizes = _round_sizes(config.sizes, loaded.config.multiple, loaded.config.min_size, notes)
-    jobs = _plan(config, notes)
     for note in notes:
         tqdm.write(note)
 

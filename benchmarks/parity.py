@@ -1,13 +1,14 @@
 """Accuracy parity: exported models (ONNX, TensorRT engines) against a reference, via Polygraphy.
 
-``run_parity`` owns the whole check: it opens the reference (the PyTorch checkpoint
-through :class:`TorchRunner`, or an ONNX/engine file) and every candidate as Polygraphy
-runners (``OnnxrtRunner`` on a session with the ``m2ae`` ops registered, ``TrtRunner``
-where TensorRT runs), feeds them the same images with ``Comparator.run``, and scores
-each candidate's outputs against the reference's: max/mean abs error and PSNR of
-``restored``, flip rate of the hard ``blur_mask``, judged by per-precision thresholds
-(:class:`ParityThresholds`). Mask-input candidates get the reference's predicted mask, so
-both sides restore the same pixels.
+``run_parity`` owns the whole check: it opens the reference (the PyTorch checkpoint, or
+an ONNX/engine file) and every candidate through the engines users run
+(``m2ae.runtime.base.open_engine``: PyTorch, ONNX Runtime with the ``m2ae`` ops
+registered, TensorRT through the shipped runtime), each wrapped as a Polygraphy runner
+(the ``EngineRunner`` of :func:`engine_runner_class`), feeds them the same images with
+``Comparator.run``, and scores each candidate's outputs against the reference's:
+max/mean abs error and PSNR of ``restored``, flip rate of the hard ``blur_mask``, judged
+by per-precision thresholds (:class:`ParityThresholds`). Mask-input candidates get the
+reference's predicted mask, so both sides restore the same pixels.
 
 Outcome: every candidate is ``pass``, ``fail`` (a threshold is violated, or inference
 failed) or ``skipped`` (a TensorRT engine on a machine that cannot run it; the reason is
@@ -29,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from m2ae.atomic import write_text
+from m2ae.atomic import check_output_dir, check_output_file, remove_stale_temps, write_text
 from m2ae.errors import UserError
-from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
-from m2ae.runtime.base import CHECKPOINT_SUFFIXES, ONNX_SUFFIXES, TENSORRT_SUFFIXES
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED, metadata_int
+from m2ae.runtime.base import CHECKPOINT_SUFFIXES, ONNX_SUFFIXES, TENSORRT_SUFFIXES, Engine
 
 TORCH_REFERENCE = "torch"
 SYNTHETIC_IMAGES = "synthetic"
@@ -211,21 +212,25 @@ class ParityReport:
 # ---------------------------------------------------------------------------- runners
 
 
-def _torch_runner_class() -> type:
+def engine_runner_class() -> type:
     """Built on first use so that importing this module does not import Polygraphy."""
     from polygraphy.backend.base import BaseRunner
     from polygraphy.common import TensorMetadata
     from polygraphy.datatype import DataType
 
-    class TorchRunner(BaseRunner):
-        """A Polygraphy runner for an m2ae checkpoint run by PyTorch (``TorchEngine``)."""
+    class EngineRunner(BaseRunner):
+        """A Polygraphy runner over an m2ae ``Engine``: parity checks the code users run.
 
-        def __init__(self, engine: Any, name: str | None = None) -> None:
-            super().__init__(name=name, prefix="m2ae-torch-runner")
-            self._engine = engine
+        The engine is opened on activation and closed on deactivation, so a candidate holds
+        its ONNX Runtime session or GPU memory only while Polygraphy runs it.
+        """
+
+        def __init__(self, open_engine: Callable[[], Engine], name: str | None = None) -> None:
+            super().__init__(name=name, prefix="m2ae-engine-runner")
+            self._open_engine = open_engine
 
         def activate_impl(self) -> None:
-            self.engine = self._engine
+            self.engine = self._open_engine()
 
         def get_input_metadata_impl(self) -> TensorMetadata:
             meta = TensorMetadata()
@@ -241,9 +246,12 @@ def _torch_runner_class() -> type:
             return OrderedDict([(OUTPUT_RESTORED, out.restored), (OUTPUT_MASK, out.mask)])
 
         def deactivate_impl(self) -> None:
+            close = getattr(self.engine, "close", None)  # the torch engine holds nothing to release
+            if close is not None:
+                close()
             del self.engine
 
-    return TorchRunner
+    return EngineRunner
 
 
 class SkipCandidate(Exception):
@@ -258,7 +266,10 @@ class ParityModel:
     backend: str
     metadata: dict[str, str]
     takes_mask: bool
-    make_runner: Callable[[str], Any]  # runner name -> polygraphy runner
+    open_engine: Callable[[], Engine]  # called each time its runner is activated
+
+    def make_runner(self, name: str) -> Any:
+        return engine_runner_class()(self.open_engine, name=name)
 
     @property
     def precision(self) -> str:
@@ -271,28 +282,28 @@ class ParityModel:
 
     @property
     def multiple(self) -> int:
-        return int(self.metadata.get("m2ae.multiple", "1"))
+        return metadata_int(self.metadata, "m2ae.multiple", 1, Path(self.label))
 
     @property
     def min_size(self) -> int:
-        return int(self.metadata.get("m2ae.min_size", str(self.multiple)))
+        return metadata_int(self.metadata, "m2ae.min_size", self.multiple, Path(self.label))
 
 
 def _torch_model(checkpoint: str, variant: str) -> ParityModel:
-    from m2ae.runtime.torch_engine import TorchEngine
+    from m2ae.runtime.base import open_engine
 
-    engine = TorchEngine(checkpoint, pruned=variant == "pruned")
-    runner_class = _torch_runner_class()
-    return ParityModel(f"torch:{checkpoint}", "torch", dict(engine.metadata), False,
-                       lambda name: runner_class(engine, name=name))
+    # Opened once: its metadata comes from the checkpoint, and it has no session to release.
+    engine = open_engine(checkpoint, pruned=variant == "pruned")
+    return ParityModel(f"torch:{checkpoint}", engine.backend, dict(engine.metadata), engine.takes_mask,
+                       lambda: engine)
 
 
 def _onnx_model(path: Path, threads: int | None) -> ParityModel:
+    """Metadata read now; the ONNX Runtime session made when the candidate runs."""
     import onnx
-    from polygraphy.backend.onnxrt import OnnxrtRunner
 
+    from m2ae.runtime.base import open_engine
     from m2ae.runtime.onnx_engine import read_metadata
-    from m2ae.trt_plugins.ort_ops import make_session
 
     try:
         model = onnx.load(path)
@@ -300,14 +311,14 @@ def _onnx_model(path: Path, threads: int | None) -> ParityModel:
         raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
     metadata = read_metadata(model, path)
     takes_mask = INPUT_MASK in {i.name for i in model.graph.input}
-    return ParityModel(str(path), "onnxruntime", metadata, takes_mask,
-                       lambda name: OnnxrtRunner(lambda: make_session(model, threads=threads), name=name))
+    return ParityModel(str(path), "onnxruntime", metadata, takes_mask, lambda: open_engine(path, threads=threads))
 
 
 def _engine_model(path: Path) -> ParityModel:
     """An engine's metadata comes from its sidecar; raises SkipCandidate where it cannot run."""
-    from m2ae.export.engine_cache import Sidecar, sidecar_path
-    from m2ae.export.platform_info import detect_platform
+    from m2ae.engine_sidecar import Sidecar, sidecar_path
+    from m2ae.platform_info import cuda_binding_line, detect_platform
+    from m2ae.runtime.base import open_engine
     from m2ae.runtime.trt_engine import check_engine_compatible
 
     meta_path = sidecar_path(path)
@@ -315,21 +326,16 @@ def _engine_model(path: Path) -> ParityModel:
         raise UserError(f"{path}: no sidecar {meta_path.name} beside it; parity needs the engine built by `m2ae build`")
     sidecar = Sidecar.read(meta_path)
     metadata = dict(sidecar.onnx_metadata)
+    platform = detect_platform()
     try:
-        check_engine_compatible(sidecar, detect_platform(), path)
+        check_engine_compatible(sidecar, platform, path)
     except UserError as exc:
         raise SkipCandidate(str(exc)) from None
-
-    def make_runner(name: str) -> Any:
-        from polygraphy.backend.trt import EngineFromPath, TrtRunner
-
-        if sidecar.key.plugin_sha256 is not None:
-            from m2ae.trt_plugins import load
-
-            load()
-        return TrtRunner(EngineFromPath(str(path)), name=name)
-
-    return ParityModel(str(path), "tensorrt", metadata, metadata.get("m2ae.mask_input") == "1", make_runner)
+    if platform.cuda_binding is None:
+        raise SkipCandidate(f"{path}: {cuda_binding_line(platform)}")
+    # The shipped TensorRT runtime loads the plugin library the sidecar names.
+    return ParityModel(str(path), "tensorrt", metadata, metadata.get("m2ae.mask_input") == "1",
+                       lambda: open_engine(path))
 
 
 def open_model(spec: str, config: ParityConfig) -> ParityModel:
@@ -471,6 +477,10 @@ def _crop(array: np.ndarray, item: ParityInput) -> np.ndarray:
 
 def run_parity(config: ParityConfig) -> ParityReport:
     """Compare every candidate with the reference; write strips (and the JSON report)."""
+    if config.json_path is not None:
+        check_output_file(config.json_path, "--json")
+    check_output_dir(config.out_dir, "--out" if config.strip_dir is not None or config.json_path is None else "--json")
+    remove_stale_temps(config.out_dir)
     reference = open_model(config.reference, config)
     candidates: list[tuple[str, ParityModel | None, str]] = []
     for spec in config.candidates:

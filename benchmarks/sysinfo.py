@@ -60,7 +60,7 @@ def _torch_cuda() -> dict[str, Any]:
 
 def machine_info() -> dict[str, Any]:
     """A JSON-ready description of this machine and the libraries a benchmark uses."""
-    from m2ae.export.platform_info import detect_platform
+    from m2ae.platform_info import detect_platform
 
     detected = detect_platform()
     info: dict[str, Any] = {

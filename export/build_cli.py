@@ -21,8 +21,10 @@ _EPILOG = """\
 defaults: desktop GPUs --min 256x256 --opt 1024x1024 --max 2160x3840 and no workspace
 limit; Jetson Orin --opt 720x1280 --max 1080x1920 --workspace 1024; Jetson Thor
 --opt 1080x1920 --max 1440x2560 --workspace 4096 (sides rounded up to the network's
-multiple). Needs TensorRT and an NVIDIA GPU: `pip install 'm2ae[trt]'` on a desktop,
-JetPack's python3-libnvinfer on Jetson.
+multiple). `m2ae infer` runs larger images in tiles of the --max; for tiles of N, build
+--opt NxN --max NxN and run `m2ae infer --tile N`. Needs TensorRT and an NVIDIA GPU:
+`pip install 'm2ae[trt]'` on a desktop (TensorRT and cuda-python), JetPack's
+python3-libnvinfer plus `pip install 'cuda-python>=12.6,<13'` on Jetson.
 """
 
 
@@ -95,9 +97,15 @@ def _command_line(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from m2ae.export.platform_info import detect_platform
+    from m2ae.atomic import check_output_dir, check_output_file
+    from m2ae.export.engine_cache import EngineCache
     from m2ae.export.trt_builder import BuildConfig, build_defaults, build_engine, read_onnx_info
+    from m2ae.platform_info import cuda_binding_line, detect_platform
 
+    # The engine and the timing cache are written after minutes of building: check first.
+    check_output_file(args.out or args.onnx.with_suffix(".engine"), "--out")
+    cache_option = "--cache-dir" if args.cache_dir else f"the engine cache (--cache-dir, ${CACHE_DIR_ENV})"
+    check_output_dir(EngineCache.at(args.cache_dir).root, cache_option)
     info = read_onnx_info(args.onnx)
     platform = detect_platform()
     profile = None
@@ -121,4 +129,6 @@ def run(args: argparse.Namespace) -> int:
     result = build_engine(config, platform)
     how = "from the engine cache" if result.cached else f"built in {result.sidecar.build_seconds:.1f} s"
     print(f"{result.engine_path} ({how}; {result.sidecar.key.profile})", file=sys.stdout)
+    # Whether `m2ae infer` can run the engine here depends on the CUDA binding, not on what built it.
+    print(cuda_binding_line(platform), file=sys.stdout)
     return 0

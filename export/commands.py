@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--calib", default="synthetic",
                         help="int8 calibration images: 'synthetic' or a folder of images (default: synthetic)")
     parser.add_argument("--calib-images", type=int, default=16, help="images used for int8 calibration (default: 16)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default: 17)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (default: 17)")
     add_pruning_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_export)
@@ -84,6 +85,13 @@ def _export(args: argparse.Namespace) -> int:
         mask_input=args.mask_input, calib=args.calib, calib_images=args.calib_images, opset=args.opset,
         pruning=pruning_options(args), progress=not args.no_progress,
     )
-    for exported in export_models(config):
+    written = export_models(config)
+    for exported in written:
         print(exported.path)
+    # What TensorRT would refuse or run badly, for the JetPack 6 and the newest TensorRT:
+    # reported, not fatal (the files are written; `m2ae build` stops on errors).
+    from m2ae.export.trt_check import export_report
+
+    for line in export_report([exported.path for exported in written]):
+        print(f"m2ae export: {line}", file=sys.stderr)
     return 0

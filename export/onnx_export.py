@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from m2ae import __version__
-from m2ae.atomic import write_bytes
+from m2ae.atomic import check_output_dir, remove_stale_temps, write_bytes
 from m2ae.errors import UserError
 from m2ae.export.compose import compose
 from m2ae.export.pruned import DenseBody, MaskHead, PrunedBody, PruningConfig, PruningOptions
@@ -38,6 +38,7 @@ from m2ae.export.reparam import deploy_form
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from m2ae.model.network import M2AENet
+from m2ae.model.receptive_field import receptive_field
 from m2ae.trt_plugins import DOMAIN
 from m2ae.trt_plugins.onnx_ops import lower_to_standard_ops
 from m2ae.trt_plugins.torch_ops import register_onnx_symbolics
@@ -45,6 +46,8 @@ from m2ae.trt_plugins.torch_ops import register_onnx_symbolics
 VARIANTS = ("plugin", "portable", "dense")
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_OPSET = 17
+#: the newest opset torch's TorchScript exporter writes (as of torch 2.13); every variant and precision ran at 20
+MAX_OPSET = 20
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,9 @@ class ExportConfig:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad or not self.precisions:
             raise UserError(f"--precision: unknown {', '.join(bad) or '(none)'}; choose from {', '.join(PRECISIONS)}")
-        if self.opset < DEFAULT_OPSET:
-            raise UserError(f"--opset must be {DEFAULT_OPSET} or newer, got {self.opset}")
+        if not DEFAULT_OPSET <= self.opset <= MAX_OPSET:
+            raise UserError(f"--opset {self.opset}: m2ae exports ONNX opsets {DEFAULT_OPSET} to {MAX_OPSET}; "
+                            f"leave it out for {DEFAULT_OPSET}")
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,8 @@ def _metadata(loaded: LoadedCheckpoint, variant: str, precision: str, config: Ex
         "m2ae.mask_input": "1" if config.mask_input else "0",
         "m2ae.checkpoint": loaded.path.name,
         "m2ae.checkpoint_sha256": loaded.sha256,
+        # the halo tiled inference needs (m2ae.runtime.tiling), known without the checkpoint
+        "m2ae.receptive_field": str(receptive_field(model_config)),
     }
     if variant != "dense":
         pruning = config.pruning.resolve(model_config.preset)
@@ -243,6 +249,8 @@ def _at_precision(
 
 def export_models(config: ExportConfig) -> list[ExportedModel]:
     """Write every requested variant x precision; returns what was written."""
+    check_output_dir(config.out, "--out")
+    remove_stale_temps(config.out)
     loaded = load_checkpoint(config.checkpoint)
     model_config = loaded.config
     steps = tqdm(total=len(config.variants) * len(config.precisions) + 1, desc="export", unit="model",
@@ -291,6 +299,8 @@ def export_models(config: ExportConfig) -> list[ExportedModel]:
         for variant in config.variants:
             steps.set_postfix_str(f"{variant} {precision}")
             metadata = _metadata(loaded, variant, precision, config)
+            # int8 graphs move to a newer opset (float16 Q/DQ scales): record what the file holds
+            metadata["m2ae.opset"] = str(next(o.version for o in models[variant].opset_import if o.domain in ("", "ai.onnx")))
             path = Path(config.out) / model_filename(variant, precision, config.mask_input)
             save_onnx(models[variant], path, metadata)
             written.append(ExportedModel(path, variant, precision, config.mask_input, metadata))

@@ -3,28 +3,37 @@
 * fp16 (onnxconverter-common): weights and activations in float16, I/O kept float32,
   and the blur-mask head with its softmax and threshold kept in float32 so the mask
   does not flip on rounding.
-* int8 (onnxruntime.quantization, QDQ): symmetric int8 (zero point 0), per-channel
-  weights, activations calibrated on images. Calibration runs on the ``portable``
-  graph (standard ops, which ONNX Runtime's calibrator can execute); the tensor ranges
-  it finds are cached and reused for the ``plugin`` graph, whose tensors carry the same
-  names, so both int8 variants share one calibration.
+* int8: the fp16 graph with Q/DQ pairs in front of the Conv, ConvTranspose and MatMul
+  layers outside the mask path, in the form TensorRT runs as int8 layers (its
+  "explicit quantization"; docs/design.md section 4): symmetric int8 (zero point 0);
+  weights per output channel (Conv axis 0, ConvTranspose axis 1, MatMul the weight's
+  output axis); activations per tensor, calibrated on images (MinMax); biases and
+  every other layer left in float16, so a strongly typed build (TensorRT 11, and
+  ``m2ae build`` on 10) runs them in fp16. Scales are float16, which the Q/DQ ops take
+  from opset 19, so int8 graphs import opset 19 or newer. The quantizer is ours, not
+  ONNX Runtime's: its QDQ format also quantizes biases to int32 (which TensorRT's
+  dequantize layer refuses) and quantizes MatMul weights along the summed axis.
+  Calibration runs on a graph of standard ops (the ``portable`` tiled body stands in
+  for the ``plugin`` one: their tensors carry the same names), once per graph kind.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import tempfile
 import warnings
-from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from tqdm import tqdm
+from onnx import TensorProto, helper, numpy_helper
 
 MASK_HEAD_SCOPE = "/mask_head/"
-QUANTIZED_OPS = ("Conv", "MatMul")
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul")
+#: DequantizeLinear/QuantizeLinear take float16 scales from opset 19
+INT8_OPSET = 19
+INT8_MAX = 127
+#: smallest scale written: float16's smallest normal number, so no scale is subnormal or 0
+MIN_SCALE = float(np.finfo(np.float16).tiny)
 
 
 def mask_path_nodes(model: onnx.ModelProto) -> list[str]:
@@ -153,68 +162,120 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return converted
 
 
-class _Reader:
-    """onnxruntime.quantization's CalibrationDataReader over a list of feeds, with progress."""
+@dataclass(frozen=True)
+class _Quantizable:
+    """A layer to quantize: which input is the activation, which the weight, and the
+    weight axis that indexes its output channels (the only axis whose per-channel
+    scales factor out of the int8 product)."""
 
-    def __init__(self, feeds: Sequence[dict[str, np.ndarray]], progress: bool) -> None:
-        self._feeds = feeds
-        self._progress = progress
-        self._iter: Iterator[dict[str, np.ndarray]] | None = None
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._iter is None:
-            self._iter = iter(tqdm(self._feeds, desc="int8 calibration", unit="img", disable=not self._progress))
-        return next(self._iter, None)
-
-    def __len__(self) -> int:
-        return len(self._feeds)
+    node: str
+    activation: int
+    weight: int
+    axis: int
 
 
-def _unquantized_nodes_read_float(model: onnx.ModelProto, excluded: set[str]) -> None:
-    """Route Q/DQ pairs to the quantised nodes only, in place.
+def _quantizable(model: onnx.ModelProto, excluded: set[str]) -> list[_Quantizable]:
+    """The layers of ``model`` (fp32) that the int8 graph runs in int8."""
+    weights = {init.name: init for init in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in QUANTIZED_OPS or node.name in excluded:
+            continue
+        if node.op_type in ("Conv", "ConvTranspose"):
+            weight = weights.get(node.input[1])
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            # A grouped transposed conv's axis 1 holds C_out/group channels: no per-channel form.
+            if weight is None or (node.op_type == "ConvTranspose" and group != 1):
+                continue
+            # Conv weights are [C_out, C_in/g, k...], ConvTranspose weights [C_in, C_out/g, k...].
+            found.append(_Quantizable(node.name, 0, 1, 0 if node.op_type == "Conv" else 1))
+        elif node.input[1] in weights and len(weights[node.input[1]].dims) >= 2:
+            # x @ W with W [..., K, N]: output channels on the last axis.
+            found.append(_Quantizable(node.name, 0, 1, len(weights[node.input[1]].dims) - 1))
+        elif node.input[0] in weights and len(weights[node.input[0]].dims) >= 2:
+            # W @ x with W [..., M, K]: output channels on the second-to-last axis, never K.
+            found.append(_Quantizable(node.name, 1, 0, len(weights[node.input[0]].dims) - 2))
+    return found
 
-    The quantiser makes every reader of a quantised tensor read its DequantizeLinear.
-    For the image that quantises the sharp pixels the network passes through (they must
-    equal the input bit for bit); for the mask head (excluded from quantisation) it
-    quantises its input anyway and flips mask pixels; residual adds and scatters gain
-    rounding error. Nodes other than quantised Conv/MatMul read the float tensor, and
-    the Q/DQ pairs (and their scales) nobody reads any more are removed.
+
+def _scale(absmax: np.ndarray | float) -> np.ndarray:
+    """float16 scale(s) mapping +-absmax onto +-127, at least MIN_SCALE."""
+    return np.maximum(np.asarray(absmax, dtype=np.float32) / INT8_MAX, MIN_SCALE).astype(np.float16)
+
+
+def _quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weight, float16 scale per index of ``axis``), symmetric."""
+    others = tuple(i for i in range(weight.ndim) if i != axis)
+    scale = _scale(np.abs(weight).max(axis=others))
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    # Quantized against the float16 scale the graph carries, so the dequantized weight is
+    # exactly q * scale.
+    q = np.clip(np.rint(weight / scale.astype(np.float32).reshape(shape)), -INT8_MAX, INT8_MAX)
+    return q.astype(np.int8), scale
+
+
+def _insert_qdq(
+    model: onnx.ModelProto, layers: list[_Quantizable], fp32_weights: dict[str, np.ndarray],
+    fp32_inputs: dict[tuple[str, int], str], absmax: dict[str, float],
+) -> None:
+    """Put Q/DQ in front of ``layers`` of ``model`` (the fp16 graph), in place.
+
+    ``fp32_weights`` and ``fp32_inputs`` (node name, input index -> tensor name) come from
+    the fp32 graph: the weights are quantized from their fp32 values, and the activation
+    ranges are keyed by fp32 tensor names (the fp16 graph may read a Cast of them).
+    Activation Q/DQ pairs are shared by the layers that read one tensor; nothing else
+    reads the dequantized copies.
     """
     graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    raw = {}
+    nodes = {node.name: node for node in graph.node}
+    initializers = {init.name: init for init in graph.initializer}
+    before: dict[str, list[onnx.NodeProto]] = {}
+    pairs: dict[str, str] = {}
+    for layer in layers:
+        node = nodes[layer.node]
+        weight_init = initializers[node.input[layer.weight]]
+        float_type = weight_init.data_type  # float16, or float32 where the fp16 graph kept fp32
+        scale_type = np.float16 if float_type == TensorProto.FLOAT16 else np.float32
+        name = node.input[layer.activation]
+        if name not in pairs:
+            stem = f"{name}/int8"
+            scale = _scale(absmax[fp32_inputs[(layer.node, layer.activation)]]).astype(scale_type)
+            graph.initializer.extend([
+                numpy_helper.from_array(scale, f"{stem}/scale"),
+                numpy_helper.from_array(np.zeros((), np.int8), f"{stem}/zero_point"),
+            ])
+            before.setdefault(layer.node, []).extend([
+                helper.make_node("QuantizeLinear", [name, f"{stem}/scale", f"{stem}/zero_point"], [f"{stem}/q"],
+                                 name=f"{stem}/QuantizeLinear"),
+                helper.make_node("DequantizeLinear", [f"{stem}/q", f"{stem}/scale", f"{stem}/zero_point"],
+                                 [f"{stem}/dq"], name=f"{stem}/DequantizeLinear"),
+            ])
+            pairs[name] = f"{stem}/dq"
+        node.input[layer.activation] = pairs[name]
+        stem = f"{layer.node}/weight_int8"
+        q, scale = _quantize_weight(fp32_weights[weight_init.name], layer.axis)
+        graph.initializer.extend([
+            numpy_helper.from_array(q, f"{stem}/quantized"),
+            numpy_helper.from_array(scale.astype(scale_type), f"{stem}/scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{stem}/zero_point"),
+        ])
+        before.setdefault(layer.node, []).append(helper.make_node(
+            "DequantizeLinear", [f"{stem}/quantized", f"{stem}/scale", f"{stem}/zero_point"], [f"{stem}/dq"],
+            name=f"{stem}/DequantizeLinear", axis=layer.axis,
+        ))
+        node.input[layer.weight] = f"{stem}/dq"
+    # Each pair goes right before its first reader: after its input's producer, so the
+    # node list stays topologically sorted.
+    ordered = []
     for node in graph.node:
-        quantize = producer.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if quantize is not None and quantize.op_type == "QuantizeLinear":
-            raw[node.output[0]] = quantize.input[0]
-    for node in graph.node:
-        if node.op_type not in QUANTIZED_OPS or node.name in excluded:
-            node.input[:] = [raw.get(name, name) for name in node.input]
-    outputs = {value.name for value in graph.output}
-    orphans: set[str] = set()
-    for op_type in ("DequantizeLinear", "QuantizeLinear"):
-        read = {name for node in graph.node for name in node.input} | outputs
-        dead = [n for n in graph.node if n.op_type == op_type and not any(out in read for out in n.output)]
-        for node in dead:
-            orphans.update(node.input)
-            graph.node.remove(node)
+        ordered.extend(before.get(node.name, []))
+        ordered.append(node)
+    del graph.node[:]
+    graph.node.extend(ordered)
     read = {name for node in graph.node for name in node.input}
-    unused = [init for init in graph.initializer if init.name in orphans and init.name not in read]
-    for init in unused:
+    for init in [init for init in graph.initializer if init.name not in read]:
         graph.initializer.remove(init)
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """The quantizer logs advice ("consider pre-processing") on the root logger per call;
-    the graphs it gets are already simplified and shape-inferred, so keep that quiet."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def quantize_int8(
@@ -223,34 +284,33 @@ def quantize_int8(
     feeds: Sequence[dict[str, np.ndarray]],
     progress: bool = True,
 ) -> dict[str, onnx.ModelProto]:
-    """Int8 QDQ copies of ``models`` (by name), all calibrated once on ``calibration_model``.
+    """Int8 QDQ copies of ``models`` (fp32, by name), all calibrated once on ``calibration_model``.
 
     ``calibration_model`` must run on plain ONNX Runtime (the portable or dense graph)
-    and share tensor names with every model in ``models``.
+    and share tensor names with every model in ``models``. Each copy is the fp16 graph
+    of ``to_fp16`` at opset ``INT8_OPSET`` or newer, with Q/DQ in front of its int8 layers.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnx import version_converter
 
-    options = {"ActivationSymmetric": True, "WeightSymmetric": True}
-    common = dict(
-        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax, extra_options=options,
-    )
-    out: dict[str, onnx.ModelProto] = {}
-    with tempfile.TemporaryDirectory(prefix="m2ae-int8-") as tmp, _quiet_root_logger():
-        # The quantizer is given files: its in-memory path re-saves with external data.
-        cache = Path(tmp) / "calibration.json"
-        calib_path = Path(tmp) / "calibration.onnx"
-        onnx.save(calibration_model, calib_path)
-        quantize_static(
-            calib_path, Path(tmp) / "calibration_int8.onnx", _Reader(feeds, progress),
-            nodes_to_exclude=mask_path_nodes(calibration_model), calibration_cache_path=cache, **common,
-        )
-        for name, model in models.items():
-            source, target = Path(tmp) / f"{name}.onnx", Path(tmp) / f"{name}_int8.onnx"
-            onnx.save(model, source)
-            excluded = mask_path_nodes(model)
-            quantize_static(source, target, None, nodes_to_exclude=excluded, calibration_cache_path=cache, **common)
-            out[name] = onnx.load(target)
-            _unquantized_nodes_read_float(out[name], set(excluded))
+    from m2ae.export.calibration import activation_absmax
+
+    layers = {name: _quantizable(model, set(mask_path_nodes(model))) for name, model in models.items()}
+    # (layer's node name, input index) -> the fp32 tensor it reads, per model
+    activations: dict[str, dict[tuple[str, int], str]] = {}
+    for name, model in models.items():
+        by_name = {node.name: node for node in model.graph.node}
+        activations[name] = {(layer.node, layer.activation): by_name[layer.node].input[layer.activation]
+                             for layer in layers[name]}
+    tensors = {tensor for reads in activations.values() for tensor in reads.values()}
+    absmax = activation_absmax(calibration_model, feeds, tensors, progress)
+    out = {}
+    for name, model in models.items():
+        converted = to_fp16(model)
+        opset = next(o.version for o in converted.opset_import if o.domain in ("", "ai.onnx"))
+        if opset < INT8_OPSET:
+            converted = version_converter.convert_version(converted, INT8_OPSET)
+        weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+        _insert_qdq(converted, layers[name], weights, activations[name], absmax)
+        onnx.checker.check_model(converted)
+        out[name] = converted
     return out

@@ -5,7 +5,7 @@ build as *strongly typed* networks, the only kind TensorRT 11 builds, with TF32 
 fp32 tensors compute in fp32. On TensorRT 10, ``fp16=True`` on an fp32 ONNX is also
 accepted (the legacy weakly typed ``BuilderFlag.FP16`` build). One optimisation profile
 covers the image's H and W, a timing cache per TensorRT version and GPU speeds up
-rebuilds, and engines are cached by ``engine_cache.cache_key``. TensorRT is imported
+rebuilds, and engines are cached by ``m2ae.engine_sidecar.cache_key``. TensorRT is imported
 only when a build runs; everything that decides *what* to build is plain Python and
 testable without it.
 """
@@ -23,70 +23,21 @@ from types import ModuleType
 from typing import Callable
 
 from m2ae import __version__, atomic
+from m2ae.engine_sidecar import EngineKey, Profile, Shape, Sidecar, cache_key, format_shape, sidecar_path
 from m2ae.errors import UserError
-from m2ae.export.engine_cache import (
-    EngineCache,
-    EngineKey,
-    Profile,
-    Shape,
-    Sidecar,
-    cache_key,
-    format_shape,
-    round_up_shape,
-    sidecar_path,
-    validate_profile,
-)
-from m2ae.export.platform_info import PlatformInfo, detect_platform
+from m2ae.export.engine_cache import EngineCache, round_up_shape, validate_profile
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, metadata_int
 from m2ae.hashing import file_sha256
+from m2ae.platform_info import PlatformInfo, detect_platform, require_gpu, require_tensorrt
 from m2ae.trt_plugins import DOMAIN
 from m2ae.trt_plugins.onnx_ops import has_custom_ops
 
 PLUGIN_AUTO = "auto"
-DESKTOP_INSTALL = "pip install 'm2ae[trt]'"
-# JetPack's bindings go to the system Python: a venv sees them only with --system-site-packages.
-JETSON_INSTALL = (
-    "sudo apt install python3-libnvinfer (JetPack's TensorRT Python bindings; in a venv created with "
-    "--system-site-packages) and pip install pycuda"
-)
 FP16_EXPORT_HINT = "m2ae export --precision fp16"
 _INPUT_CHANNELS = {INPUT_IMAGE: 3, INPUT_MASK: 1}
 
 
 # ---------------------------------------------------------------- what is there
-
-
-def install_hint(platform: PlatformInfo) -> str:
-    return JETSON_INSTALL if platform.is_jetson else DESKTOP_INSTALL
-
-
-def require_tensorrt(platform: PlatformInfo | None = None) -> ModuleType:
-    """Import TensorRT, or raise UserError saying how to install it on this machine."""
-    try:
-        import tensorrt
-    except (ImportError, OSError) as exc:
-        platform = platform or detect_platform()
-        raise UserError(
-            f"TensorRT is not installed ({exc}); install it with: {install_hint(platform)}{no_gpu_note(platform)}"
-        ) from None
-    return tensorrt
-
-
-def _missing_gpu(platform: PlatformInfo) -> str:
-    return "no CUDA driver was found" if platform.cuda_driver_version is None else "the CUDA driver sees no GPU"
-
-
-def no_gpu_note(platform: PlatformInfo) -> str:
-    """Appended to a missing-TensorRT message: installing TensorRT alone won't do without a GPU."""
-    return "" if platform.has_gpu else f"; TensorRT also needs an NVIDIA GPU and here {_missing_gpu(platform)}"
-
-
-def require_gpu(platform: PlatformInfo) -> None:
-    if not platform.has_gpu:
-        raise UserError(
-            f"TensorRT needs an NVIDIA GPU and {_missing_gpu(platform)}; run this on a machine with one "
-            "(`nvidia-smi` should list it, on Jetson the GPU comes with JetPack)"
-        )
 
 
 def tensorrt_major(version: str) -> int:
@@ -494,6 +445,12 @@ def build_engine(config: BuildConfig, platform: PlatformInfo | None = None) -> B
     trt = require_tensorrt(platform)
     require_gpu(platform)
     strongly_typed = strongly_typed_for(config.fp16, info.precision, tensorrt_major(trt.__version__), info.path)
+    # `m2ae check` against this TensorRT's rules: what would fail the parse or the build
+    # stops here (UserError), before TensorRT parses anything.
+    from m2ae.export.trt_check import check_before_build
+
+    for warning in check_before_build(info.path, trt.__version__):
+        print(f"m2ae build: {warning}", file=sys.stderr)
 
     plugin_path = _load_plugin(config.plugin, info)
     key = EngineKey(

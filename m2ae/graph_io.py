@@ -21,10 +21,11 @@ OUTPUT_MASK = "blur_mask"
 def metadata_int(metadata: dict[str, str], key: str, default: int, source: Path) -> int:
     """A positive integer entry (``m2ae.multiple``, ``m2ae.min_size``) of a model's metadata."""
     value = metadata.get(key, str(default))
+    remedy = "the file was altered or not written by m2ae: make it again (`m2ae export`, for engines `m2ae build`)"
     try:
         number = int(value)
-    except ValueError:
-        raise UserError(f"{source}: metadata {key}={value!r} is not an integer") from None
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: metadata {key}={value!r} is not an integer; {remedy}") from None
     if number < 1:
-        raise UserError(f"{source}: metadata {key}={value!r} must be positive")
+        raise UserError(f"{source}: metadata {key}={value!r} must be positive; {remedy}")
     return number

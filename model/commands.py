@@ -66,13 +66,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from m2ae.atomic import write_text
+    from m2ae.atomic import check_output_file, write_text
     from m2ae.model.checkpoint import load_checkpoint
     from m2ae.model.data.sources import evaluation_samples
     from m2ae.model.evaluate import evaluate
 
     if args.data == "synthetic" and args.num_images <= 0:
         raise UserError(f"--num-images must be positive, got {args.num_images}")
+    if args.json:
+        check_output_file(args.json, "--json")
     loaded = load_checkpoint(args.checkpoint)
     samples = evaluation_samples(args.data, args.num_images, args.size)
     result = evaluate(loaded.model, samples, progress=not args.no_progress, total=len(samples))

@@ -8,6 +8,21 @@ from typing import Any
 
 from m2ae.errors import UserError
 
+#: Bytes a training step takes per input pixel and unit of ``train_step_bytes``: measured
+#: 76 (tiny) and 70 (base) on the CPU; set a little low, so only steps that cannot fit are refused.
+TRAIN_BYTES_PER_UNIT = 64
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    # bool is an int to Python, but never a size.
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer, {minimum} or more"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
 
 @dataclass(frozen=True)
 class M2AEConfig:
@@ -34,14 +49,26 @@ class M2AEConfig:
     rep_branches: bool = True
 
     def __post_init__(self) -> None:
-        if self.num_scales < 2:
-            raise ValueError(f"num_scales must be at least 2, got {self.num_scales}")
-        if len(self.enc_blocks) != self.num_scales:
-            raise ValueError(f"enc_blocks needs {self.num_scales} entries, got {self.enc_blocks}")
-        if len(self.dec_blocks) != self.num_scales - 1:
-            raise ValueError(f"dec_blocks needs {self.num_scales - 1} entries, got {self.dec_blocks}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+        # Checkpoints carry their config as plain data: a wrong value must name its field here,
+        # not surface as a shape error deep inside the network's constructor.
+        if not isinstance(self.preset, str):
+            raise ValueError(f"preset must be a name, got {self.preset!r}")
+        for name in ("in_channels", "width", "motion_points", "motion_channels", "mask_channels"):
+            _require_int(name, getattr(self, name), 1)
+        _require_int("num_scales", self.num_scales, 2)
+        _require_int("mask_dilation", self.mask_dilation, 0)
+        for name, count in (("enc_blocks", self.num_scales), ("dec_blocks", self.num_scales - 1)):
+            blocks = getattr(self, name)
+            if not isinstance(blocks, tuple) or len(blocks) != count:
+                raise ValueError(f"{name} needs {count} entries, got {blocks!r}")
+            for block_count in blocks:
+                _require_int(name, block_count, 0)
+        if not _is_real(self.max_displacement) or not 0.0 < self.max_displacement < math.inf:
+            raise ValueError(f"max_displacement must be a positive number of pixels, got {self.max_displacement!r}")
+        if not _is_real(self.threshold) or not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold!r}")
+        if not isinstance(self.rep_branches, bool):
+            raise ValueError(f"rep_branches must be true or false, got {self.rep_branches!r}")
 
     def widths(self) -> list[int]:
         return [self.width * 2**s for s in range(self.num_scales)]
@@ -55,6 +82,18 @@ class M2AEConfig:
     def min_size(self) -> int:
         """Smallest H or W the network accepts: every head sees at least a 2x2 map."""
         return 2 * self.multiple
+
+    def train_step_bytes(self, batch_size: int, crop: int) -> int:
+        """Estimated memory of one training step on ``batch_size`` crops of ``crop`` pixels.
+
+        The activations kept for the backward pass dominate: per input pixel, the
+        channels of every masked block times its scale's share of the pixels.
+        """
+        units = sum(
+            (self.enc_blocks[s] + (self.dec_blocks[s] if s < self.num_scales - 1 else 0)) * self.width / 2**s
+            for s in range(self.num_scales)
+        )
+        return int(TRAIN_BYTES_PER_UNIT * units * batch_size * crop * crop)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,8 +2,10 @@
 
 PSNR and SSIM (scikit-image) of the restored and of the blurred input against the
 sharp image, the same PSNR restricted to the blur mask (mask-weighted PSNR, as
-LMD-ViT reports it: the squared error averaged over masked pixels only), and the IoU
-of the predicted mask against the annotated one.
+LMD-ViT reports it: the squared error averaged over masked pixels only), and the IoU,
+precision and recall of the predicted mask against the annotated one. ``zero_guide``
+runs the body with the motion analyser's features zeroed: the ablation that shows
+what the guide is worth.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
 from m2ae.model.heads import blur_probability, dilate
-from m2ae.model.network import M2AENet
+from m2ae.model.network import GATE_PREDICTED, M2AENet
 from m2ae.padding import crop_to, pad_to_multiple
 
 
@@ -31,6 +33,8 @@ class EvalResult:
     ssim: float
     ssim_blurred: float
     mask_iou: float
+    mask_precision: float
+    mask_recall: float
     num_images: int
     num_masked_images: int
 
@@ -52,13 +56,18 @@ def _ssim(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def restore(model: M2AENet, blurred: np.ndarray, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def restore(model: M2AENet, blurred: np.ndarray, device: str | torch.device = "cpu",
+            zero_guide: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Restore one CHW image of any size; returns (restored CHW, predicted mask HW bool)."""
     height, width = blurred.shape[-2:]
     padded = pad_to_multiple(blurred, model.config.multiple)
-    out = model(torch.from_numpy(np.ascontiguousarray(padded))[None].to(device))
-    restored = crop_to(out.restored[0].float().cpu().numpy(), height, width)
-    mask = crop_to(out.mask[0, 0].float().cpu().numpy(), height, width) > 0.5
+    image = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device)
+    gate = model.gate(model.mask_head(image), GATE_PREDICTED)
+    guide, _ = model.motion(image)
+    if zero_guide:
+        guide = torch.zeros_like(guide)
+    restored = crop_to(model.restore(image, gate, guide)[0].float().cpu().numpy(), height, width)
+    mask = crop_to(gate[0, 0].float().cpu().numpy(), height, width) > 0.5
     return np.clip(restored, 0.0, 1.0), mask
 
 
@@ -68,6 +77,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
     total: int | None = None,
+    zero_guide: bool = False,
 ) -> EvalResult:
     """Score ``model`` (its own predicted mask as gate) on CHW ``blurred``/``sharp`` pairs.
 
@@ -76,12 +86,12 @@ def evaluate(
     """
     model.eval()
     psnr, psnr_b, ssim, ssim_b, psnr_m, psnr_mb = [], [], [], [], [], []
-    inter = union = 0
+    inter = union = predicted = positives = 0
     count = annotated = 0
     for sample in tqdm(samples, total=total, desc="eval", unit="img", disable=not progress):
         blurred = np.asarray(sample["blurred"], dtype=np.float32)
         sharp = np.asarray(sample["sharp"], dtype=np.float32)
-        restored, pred_mask = restore(model, blurred, device)
+        restored, pred_mask = restore(model, blurred, device, zero_guide)
         psnr.append(peak_signal_noise_ratio(sharp, restored, data_range=1.0))
         psnr_b.append(peak_signal_noise_ratio(sharp, blurred, data_range=1.0))
         ssim.append(_ssim(restored, sharp))
@@ -92,6 +102,8 @@ def evaluate(
             gt_mask = np.asarray(gt).reshape(sharp.shape[-2:]) > 0.5
             inter += int((gt_mask & pred_mask).sum())
             union += int((gt_mask | pred_mask).sum())
+            predicted += int(pred_mask.sum())
+            positives += int(gt_mask.sum())
             if gt_mask.any():
                 psnr_m.append(masked_psnr(restored, sharp, gt_mask))
                 psnr_mb.append(masked_psnr(blurred, sharp, gt_mask))
@@ -111,6 +123,8 @@ def evaluate(
         ssim=mean(ssim),
         ssim_blurred=mean(ssim_b),
         mask_iou=(inter / union if union else 1.0) if annotated else math.nan,
+        mask_precision=(inter / predicted if predicted else 1.0) if annotated else math.nan,
+        mask_recall=(inter / positives if positives else 1.0) if annotated else math.nan,
         num_images=count,
         num_masked_images=len(psnr_m),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,8 +52,43 @@ def m2ae_loss(out: M2AEOutput, blurred: torch.Tensor, sharp: torch.Tensor, gt_ma
     return LossTerms(total, l1.detach(), fft.detach(), rb.detach(), mask.detach())
 
 
+@dataclass(frozen=True)
+class MaskScores:
+    """Agreement of a predicted 0/1 mask with the annotated one, pooled over pixels."""
+
+    iou: float
+    #: share of predicted pixels that are blurred: every false positive is compute spent
+    precision: float
+    #: share of blurred pixels that are predicted: every miss is blur left in the output
+    recall: float
+
+
+def mask_scores(pred: torch.Tensor, target: torch.Tensor) -> MaskScores:
+    """IoU, precision and recall over the whole batch; each 1.0 when its denominator is 0."""
+    pred, target = pred > 0.5, target > 0.5
+    inter = (pred & target).sum().item()
+    union = (pred | target).sum().item()
+    predicted, annotated = pred.sum().item(), target.sum().item()
+    return MaskScores(
+        iou=1.0 if union == 0 else inter / union,
+        precision=1.0 if predicted == 0 else inter / predicted,
+        recall=1.0 if annotated == 0 else inter / annotated,
+    )
+
+
 def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
     """IoU of two 0/1 masks over the whole batch; 1.0 when both are empty."""
-    pred, target = pred > 0.5, target > 0.5
-    union = (pred | target).sum().item()
-    return 1.0 if union == 0 else (pred & target).sum().item() / union
+    return mask_scores(pred, target).iou
+
+
+def masked_psnr_gain(restored: torch.Tensor, blurred: torch.Tensor, sharp: torch.Tensor, mask: torch.Tensor) -> float:
+    """PSNR inside ``mask`` of ``restored`` minus that of ``blurred`` (dB, pooled over the batch)."""
+    weight = (mask > 0.5).float().expand_as(sharp)
+    count = weight.sum().item()
+    if count == 0:
+        return 0.0
+    mse_restored = ((restored.float() - sharp.float()) ** 2 * weight).sum().item() / count
+    mse_blurred = ((blurred.float() - sharp.float()) ** 2 * weight).sum().item() / count
+    if mse_restored == 0 or mse_blurred == 0:
+        return 0.0
+    return 10.0 * math.log10(mse_blurred / mse_restored)

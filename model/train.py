@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,9 +23,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from m2ae.atomic import check_output_dir, remove_stale_temps
 from m2ae.errors import UserError
 from m2ae.model.checkpoint import read_checkpoint, save_checkpoint
-from m2ae.model.config import get_preset
+from m2ae.model.config import M2AEConfig, get_preset
 from m2ae.model.evaluate import EvalResult, calibrate_threshold, evaluate
 from m2ae.model.losses import LossWeights, m2ae_loss, mask_iou
 from m2ae.model.network import M2AENet
@@ -59,6 +61,14 @@ class TrainConfig:
         for name in ("steps", "batch_size", "crop", "val_every", "ckpt_every"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        # As `not low < x < high`, so NaN, false in every comparison, is refused too.
+        if not 0.0 < self.lr < math.inf:
+            raise UserError(f"--lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.teacher_forcing < math.inf:
+            raise UserError(f"--teacher-forcing must be 0 (no ground-truth gates) or more, got {self.teacher_forcing}")
+        # numpy's SeedSequence takes non-negative seeds, torch.manual_seed fewer than 2**64.
+        if not 0 <= self.seed < 2**64:
+            raise UserError(f"--seed must be 0 or more and below 2**64, got {self.seed}")
 
 
 class BatchSource(Protocol):
@@ -153,6 +163,43 @@ def _check_resumable(config: TrainConfig, saved: Any, last_path: Path) -> None:
                         "resume with the original ones or start a new run with another --out")
 
 
+def _free_memory_bytes() -> tuple[int, str] | None:
+    """Memory a training step may take here and where: free GPU memory, else the RAM the
+    kernel still hands out, capped by a container's limit; None where neither can be read."""
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))[0], "the GPU"
+    limits = []
+    with contextlib.suppress(OSError):
+        found = re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+        if found:
+            limits.append(int(found.group(1)) * 1024)
+    # The cgroup's whole limit, not limit minus usage: its usage counts page cache the kernel
+    # would reclaim. v2 writes "max" and v1 a huge number for no limit; neither lowers min().
+    for limit_file in ("memory.max", "memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            limits.append(int((Path("/sys/fs/cgroup") / limit_file).read_text()))
+    return (min(limits), "this machine") if limits else None
+
+
+def _check_step_fits(config: TrainConfig, model_config: M2AEConfig) -> None:
+    """Refuse a step that cannot fit in memory: past it, the kernel kills the run without a word."""
+    free = _free_memory_bytes()
+    if free is None:
+        return
+    have, where = free
+    # Measured in fp32 on the CPU; on the GPU autocast keeps most activations in 16 bits.
+    need = model_config.train_step_bytes(config.batch_size, config.crop) // (2 if torch.cuda.is_available() else 1)
+    if need <= have:
+        return
+    per_crop_pixel = need / (config.batch_size * config.crop**2)
+    fits = int(math.sqrt(have / (config.batch_size * per_crop_pixel))) // model_config.multiple * model_config.multiple
+    advice = "lower --batch-size"
+    if fits >= model_config.min_size:
+        advice = f"lower --crop (below about {fits}) or --batch-size"
+    raise UserError(f"--crop {config.crop} --batch-size {config.batch_size}: a training step needs about "
+                    f"{need / 2**30:.1f} GiB and {where} has {have / 2**30:.1f} GiB available; {advice}")
+
+
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -169,9 +216,9 @@ def train(
     if config.crop % model_config.multiple or config.crop < model_config.min_size:
         raise UserError(f"--crop {config.crop}: the {config.preset!r} network needs a multiple of "
                         f"{model_config.multiple}, at least {model_config.min_size}")
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+    _check_step_fits(config, model_config)
+    out = check_output_dir(config.out, "--out")
+    remove_stale_temps(out)
     out.mkdir(parents=True, exist_ok=True)
     ddp = _setup_distributed()
     device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")

@@ -1,8 +1,14 @@
-"""Input validation shared by every engine: one clear message per kind of mistake."""
+"""Checks shared by every engine: one clear message per kind of bad input, and no NaN/Inf output."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+from m2ae.errors import UserError
+from m2ae.graph_io import OUTPUT_MASK, OUTPUT_RESTORED
+from m2ae.runtime.base import EngineOutputs
 
 
 def check_inputs(image: np.ndarray, mask: np.ndarray | None, takes_mask: bool, multiple: int, min_size: int) -> None:
@@ -21,3 +27,29 @@ def check_inputs(image: np.ndarray, mask: np.ndarray | None, takes_mask: bool, m
             raise ValueError(f"mask must be [{image.shape[0]},1,{height},{width}], got {list(mask.shape)}")
     elif mask is not None:
         raise ValueError("this model predicts its own mask; export with --mask-input to pass one")
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    flat = array.ravel()
+    # One dot product costs a third of np.isfinite(...).all() and NaN/Inf survive it; finite values
+    # large enough to overflow it are rechecked exactly (and its overflow warning kept quiet).
+    with np.errstate(all="ignore"):
+        square_sum = flat @ flat
+    return bool(np.isfinite(square_sum)) or bool(np.isfinite(array).all())
+
+
+def check_finite_outputs(outputs: EngineOutputs, where: str | os.PathLike) -> EngineOutputs:
+    """Return ``outputs``, or raise UserError when ``restored`` or the mask holds NaN or Inf.
+
+    A non-finite pixel is a broken model or an overflowing precision, never a result to
+    save or time. ``where`` names the model in the message.
+    """
+    for name, array in ((OUTPUT_RESTORED, outputs.restored), (OUTPUT_MASK, outputs.mask)):
+        if not _all_finite(array):
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise UserError(
+                f"{where}: output {name!r} holds {bad} NaN/Inf value(s) of {array.size}: the model's weights are "
+                "broken or its precision overflows; try its fp32 export, or re-export from a checkpoint that "
+                "`m2ae eval` accepts"
+            )
+    return outputs

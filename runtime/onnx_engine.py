@@ -6,6 +6,7 @@ Models with ``m2ae`` custom ops get them registered through onnxruntime-extensio
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +16,24 @@ import onnx
 from m2ae.errors import UserError
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.runtime.base import EngineOutputs
-from m2ae.runtime.checks import check_inputs
+from m2ae.runtime.checks import check_finite_outputs, check_inputs
+
+
+def max_threads() -> int:
+    """The most CPU threads accepted: a few per core covers oversubscription on purpose,
+    more is a typo that would start thousands of spinning workers."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(threads: int, option: str = "threads") -> int:
+    """Return ``threads``, or raise UserError unless it lies in 1..``max_threads()``
+    (ONNX Runtime reads 0 as "all cores" and fails late on negative counts)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= max_threads():
+        raise UserError(
+            f"{option} {threads!r}: give 1 to {max_threads()} ({os.cpu_count()} CPUs here), "
+            "or leave it out to use all of them"
+        )
+    return threads
 
 
 def read_metadata(model: onnx.ModelProto, path: Path) -> dict[str, str]:
@@ -37,12 +55,12 @@ class OnnxRuntimeEngine:
         from m2ae.trt_plugins.ort_ops import make_session
 
         self.path = Path(path)
+        self.threads = None if threads is None else check_threads(threads)
         try:
             model = onnx.load(self.path)
         except Exception as exc:  # onnx raises DecodeError, ValueError, ... for a bad file
             raise UserError(f"{self.path}: not a readable ONNX model ({type(exc).__name__})") from None
         self.metadata = read_metadata(model, self.path)
-        self.threads = threads
         self.session = make_session(model, providers=providers, threads=threads)
         self._inputs = [i.name for i in self.session.get_inputs()]
 
@@ -70,4 +88,5 @@ class OnnxRuntimeEngine:
         if self.takes_mask:
             feed[INPUT_MASK] = np.ascontiguousarray(mask, dtype=np.float32)
         restored, blur_mask = self.session.run([OUTPUT_RESTORED, OUTPUT_MASK], feed)
-        return EngineOutputs(restored.astype(np.float32, copy=False), blur_mask.astype(np.float32, copy=False))
+        outputs = EngineOutputs(restored.astype(np.float32, copy=False), blur_mask.astype(np.float32, copy=False))
+        return check_finite_outputs(outputs, self.path)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from m2ae.runtime.base import EngineOutputs
-from m2ae.runtime.checks import check_inputs
+from m2ae.runtime.checks import check_finite_outputs, check_inputs
 
 if TYPE_CHECKING:
     from m2ae.export.pruned import PruningConfig
@@ -25,6 +25,7 @@ class TorchEngine:
         from m2ae.model.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(checkpoint)
+        self.path = loaded.path
         self.config = loaded.config
         self.device = torch.device(device)
         module = PrunedM2AE(loaded.model, pruning) if pruned else DenseGraph(loaded.model)
@@ -53,4 +54,5 @@ class TorchEngine:
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.device)
         m = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).to(self.device)
         restored, blur_mask = self.module(x, m)
-        return EngineOutputs(restored.float().cpu().numpy(), blur_mask.float().cpu().numpy())
+        return check_finite_outputs(EngineOutputs(restored.float().cpu().numpy(), blur_mask.float().cpu().numpy()),
+                                    self.path)

@@ -1,4 +1,4 @@
-"""Running an m2ae TensorRT engine: a thin pycuda runtime behind the ``Engine`` interface.
+"""Running an m2ae TensorRT engine: a thin runtime behind the ``Engine`` interface.
 
 Before deserializing, the engine's sidecar (written by ``m2ae build``) is checked
 against this machine: an engine runs only on the TensorRT version and GPU architecture
@@ -7,7 +7,9 @@ that rebuilds it here, not in a TensorRT crash. I/O buffers are allocated once a
 grow only when a larger input needs more; inference is ``set_input_shape`` +
 ``set_tensor_address`` + ``execute_async_v3`` on one stream, through pinned host
 buffers, or zero-copy mapped host buffers where the GPU shares memory with the CPU
-(Jetson). The device's primary context is pushed around every call (no
+(Jetson). The CUDA calls go through ``cuda_binding``: cuda-python (``cuda.bindings``)
+by default, pycuda where that is what is installed; ``cuda_binding_line`` says which.
+The device's primary context is made current around every call (no
 ``pycuda.autoinit``), so the engine shares it with TensorRT, torch and CuPy.
 """
 
@@ -18,21 +20,25 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Iterator
 
 import numpy as np
 
+from m2ae.engine_sidecar import Sidecar, format_shape, sidecar_path
 from m2ae.errors import UserError
-from m2ae.export.engine_cache import Sidecar, format_shape, sidecar_path
-from m2ae.export.platform_info import PlatformInfo, detect_platform
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED, metadata_int
 from m2ae.hashing import file_sha256
+from m2ae.platform_info import (
+    PlatformInfo,
+    cuda_binding_line,
+    detect_platform,
+    install_hint,
+    no_gpu_note,
+    require_gpu,
+    require_tensorrt,
+)
 from m2ae.runtime.base import EngineOutputs
-from m2ae.runtime.checks import check_inputs
-
-DESKTOP_PYCUDA_INSTALL = "pip install 'm2ae[trt]'"
-JETSON_PYCUDA_INSTALL = "pip install pycuda (it compiles against JetPack's CUDA)"
+from m2ae.runtime.checks import check_finite_outputs, check_inputs
+from m2ae.runtime.cuda_binding import CudaBinding, CudaError, load_binding
 
 
 def check_engine_compatible(
@@ -44,8 +50,6 @@ def check_engine_compatible(
     one architecture and one TensorRT). Another GPU model of the same architecture runs
     the engine, only maybe slower, so that is a warning.
     """
-    from m2ae.export.trt_builder import install_hint, no_gpu_note, require_gpu
-
     engine = str(engine_path) if engine_path is not None else "the engine"
     rebuild = f"rebuild it on this machine: {sidecar.rebuild_command(engine_path or 'ENGINE')}"
     key = sidecar.key
@@ -73,27 +77,18 @@ def check_engine_compatible(
         )
 
 
-def require_pycuda(platform: PlatformInfo) -> ModuleType:
-    try:
-        import pycuda.driver as cuda
-    except (ImportError, OSError) as exc:
-        hint = JETSON_PYCUDA_INSTALL if platform.is_jetson else DESKTOP_PYCUDA_INSTALL
-        raise UserError(
-            f"the TensorRT runtime needs pycuda, which is not installed ({exc}); install it with: {hint}"
-        ) from None
-    return cuda
-
-
 @dataclass
 class _Buffer:
-    flat: np.ndarray  # 1-D pinned host memory (for zero-copy also mapped into the GPU's address space)
-    device: object | None  # pycuda DeviceAllocation; None for zero-copy buffers
+    pinned: np.ndarray  # page-locked host bytes (for zero-copy also mapped into the GPU's address space)
+    flat: np.ndarray  # ``pinned`` viewed as the tensor's dtype
+    device: int | None  # device allocation; None for zero-copy buffers
     address: int  # what TensorRT reads or writes
     host: np.ndarray  # the leading part of ``flat`` in the current shape
 
-    def free(self) -> None:
+    def free(self, cuda: CudaBinding) -> None:
         if self.device is not None:
-            self.device.free()
+            cuda.device_free(self.device)
+        cuda.pinned_free(self.pinned)
 
 
 class TensorRTEngine:
@@ -101,7 +96,10 @@ class TensorRTEngine:
 
     backend = "tensorrt"
 
-    def __init__(self, path: str | Path, plugin: str | None = None, device: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, plugin: str | None = None, device: int = 0, cuda_binding: str | None = None
+    ) -> None:
+        """``cuda_binding``: ``"cuda-python"`` or ``"pycuda"``; default the first of them installed."""
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: no such engine file")
@@ -118,18 +116,18 @@ class TensorRTEngine:
 
         platform = detect_platform(device=device)
         check_engine_compatible(self._sidecar, platform, self.path)
-        from m2ae.export.trt_builder import require_tensorrt
-
         self._trt = require_tensorrt(platform)
-        self._cuda = require_pycuda(platform)
-        self._zero_copy = platform.unified_memory
+        self._cuda = load_binding(cuda_binding, platform)
         self._buffers: dict[str, _Buffer] = {}
         self._bound_shapes: tuple[tuple[int, ...], ...] | None = None
+        self._stream: int | None = None
 
-        cuda = self._cuda
-        cuda.init()
-        self._context = cuda.Device(device).retain_primary_context()
-        with self._active():
+        gpu = self._cuda.open_device(device)
+        self._device_open = True
+        self._zero_copy = gpu.unified_memory
+        #: one line: the CUDA binding this engine runs on, and how to install either (`m2ae infer` prints it)
+        self.cuda_binding_line = cuda_binding_line(platform, f"{self._cuda.describe()} on {gpu.describe()}")
+        with self._cuda.activate():
             self._load_plugin(plugin)
             logger = self._trt.Logger(self._trt.Logger.WARNING)
             self._trt.init_libnvinfer_plugins(logger, "")
@@ -146,7 +144,7 @@ class TensorRTEngine:
                     f"{self.path}: TensorRT could not create an execution context (out of GPU memory?); "
                     "its messages above say why"
                 )
-            self._stream = cuda.Stream()
+            self._stream = self._cuda.stream_create()
         self._input_names, self._output_names = self._io_names()
         low, _, high = self._engine.get_tensor_profile_shape(INPUT_IMAGE, 0)
         self._profile_low = (low[0], low[2], low[3])
@@ -166,9 +164,16 @@ class TensorRTEngine:
     def min_size(self) -> int:
         return self._min_size
 
+    @property
+    def input_profile(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(smallest, largest) (batch, H, W) of the optimisation profile: tiled inference
+        (``m2ae.runtime.tiling``) cuts larger images into windows of the largest."""
+        return self._profile_low, self._profile_high
+
     def infer(self, image: np.ndarray, mask: np.ndarray | None = None) -> EngineOutputs:
         shapes = self._check_inputs(image, mask)
-        with self._active():
+        cuda = self._cuda
+        with cuda.activate():
             if shapes != self._bound_shapes:
                 self._bind(shapes)
             arrays = {INPUT_IMAGE: image} if mask is None else {INPUT_IMAGE: image, INPUT_MASK: mask}
@@ -176,35 +181,39 @@ class TensorRTEngine:
                 buffer = self._buffers[name]
                 np.copyto(buffer.host, array, casting="same_kind")
                 if buffer.device is not None:
-                    self._cuda.memcpy_htod_async(buffer.device, buffer.host, self._stream)
-            if not self._execution.execute_async_v3(self._stream.handle):
+                    cuda.copy_to_device_async(buffer.device, buffer.host, self._stream)
+            if not self._execution.execute_async_v3(self._stream):
                 raise RuntimeError(f"{self.path}: TensorRT execution failed; its messages above say why")
             for name in self._output_names:
                 buffer = self._buffers[name]
                 if buffer.device is not None:
-                    self._cuda.memcpy_dtoh_async(buffer.host, buffer.device, self._stream)
-            self._stream.synchronize()
+                    cuda.copy_to_host_async(buffer.host, buffer.device, self._stream)
+            cuda.stream_synchronize(self._stream)
             # Copies: the buffers are overwritten by the next call.
             restored = self._buffers[OUTPUT_RESTORED].host.astype(np.float32)
             blur_mask = self._buffers[OUTPUT_MASK].host.astype(np.float32)
-        return EngineOutputs(restored=restored, mask=blur_mask)
+        return check_finite_outputs(EngineOutputs(restored=restored, mask=blur_mask), self.path)
 
     # ------------------------------------------------------------ lifetime
 
     def close(self) -> None:
         """Free the GPU buffers and TensorRT objects; the engine is unusable afterwards."""
-        context = getattr(self, "_context", None)
-        if context is None:
+        if not getattr(self, "_device_open", False):
             return
-        with self._active():
+        cuda = self._cuda
+        with cuda.activate():
             for buffer in self._buffers.values():
-                buffer.free()
+                buffer.free(cuda)
             self._buffers.clear()
-            for name in ("_execution", "_engine", "_runtime", "_stream"):
+            # TensorRT's objects go before the stream they ran on.
+            for name in ("_execution", "_engine", "_runtime"):
                 if hasattr(self, name):
                     delattr(self, name)
-        context.detach()
-        self._context = None
+            if self._stream is not None:
+                cuda.stream_destroy(self._stream)
+                self._stream = None
+        cuda.close()
+        self._device_open = False
 
     def __enter__(self) -> TensorRTEngine:
         return self
@@ -217,14 +226,6 @@ class TensorRTEngine:
             self.close()
 
     # ------------------------------------------------------------ internals
-
-    @contextlib.contextmanager
-    def _active(self) -> Iterator[None]:
-        self._context.push()
-        try:
-            yield
-        finally:
-            self._cuda.Context.pop()
 
     def _load_plugin(self, plugin: str | None) -> None:
         """Register the plugin creators before deserializing an engine that uses them."""
@@ -267,7 +268,8 @@ class TensorRTEngine:
             raise UserError(
                 f"{self.path}: a batch of {n} images of {h}x{w} is outside the engine's profile "
                 f"({format_shape(low[1:])} to {format_shape(high[1:])}, batch {low[0]} to {high[0]}); "
-                "rebuild with `m2ae build` and a wider --min/--max or another --batch"
+                "run larger images in tiles that fit it (`m2ae infer --tile N`, by default the profile's largest "
+                "size), or rebuild with `m2ae build` and a wider --min/--max or another --batch"
             )
         return (image.shape,) if mask is None else (image.shape, mask.shape)
 
@@ -290,7 +292,7 @@ class TensorRTEngine:
             buffer = self._buffers.get(name)
             if buffer is None or buffer.flat.size < math.prod(shape):
                 if buffer is not None:
-                    buffer.free()
+                    buffer.free(self._cuda)
                     del self._buffers[name]
                 buffer = self._allocate(math.prod(shape), trt.nptype(self._engine.get_tensor_dtype(name)))
                 self._buffers[name] = buffer
@@ -301,15 +303,27 @@ class TensorRTEngine:
 
     def _allocate(self, count: int, dtype: type) -> _Buffer:
         cuda = self._cuda
-        count = max(count, 1)  # the driver refuses empty allocations
+        dtype = np.dtype(dtype)
+        nbytes = max(count, 1) * dtype.itemsize  # the driver refuses empty allocations
         if self._zero_copy:
             try:
-                flat = cuda.pagelocked_empty(count, dtype, mem_flags=cuda.host_alloc_flags.DEVICEMAP)
-                return _Buffer(flat=flat, device=None, address=int(flat.base.get_device_pointer()), host=flat)
-            except cuda.Error as exc:
+                pinned = cuda.pinned_empty(nbytes, mapped=True)
+                try:
+                    address = cuda.mapped_pointer(pinned)
+                except CudaError:
+                    cuda.pinned_free(pinned)
+                    raise
+                flat = pinned.view(dtype)
+                return _Buffer(pinned=pinned, flat=flat, device=None, address=address, host=flat)
+            except CudaError as exc:
                 # A context without host mapping: fall back to copies for good.
                 warnings.warn(f"{self.path}: zero-copy buffers unavailable ({exc}); using device copies", stacklevel=4)
                 self._zero_copy = False
-        flat = cuda.pagelocked_empty(count, dtype)
-        device = cuda.mem_alloc(flat.nbytes)
-        return _Buffer(flat=flat, device=device, address=int(device), host=flat)
+        pinned = cuda.pinned_empty(nbytes)
+        try:
+            device = cuda.device_alloc(nbytes)
+        except CudaError:
+            cuda.pinned_free(pinned)
+            raise
+        flat = pinned.view(dtype)
+        return _Buffer(pinned=pinned, flat=flat, device=device, address=device, host=flat)

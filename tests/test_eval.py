@@ -22,7 +22,7 @@ from m2ae.model.evaluate import EvalResult, evaluate, masked_psnr, restore
 from m2ae.model.network import M2AENet
 
 METRIC_KEYS = {"psnr", "psnr_blurred", "psnr_masked", "psnr_masked_blurred", "ssim", "ssim_blurred",
-               "mask_iou", "num_images"}
+               "mask_iou", "mask_precision", "mask_recall", "num_images"}
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +88,7 @@ def test_masked_psnr_matches_hand_computation(rng: np.random.Generator) -> None:
 
 
 def test_eval_result_has_the_documented_keys() -> None:
-    result = EvalResult(30.0, 25.0, 28.0, 20.0, 0.9, 0.8, 0.5, 4, 3)
+    result = EvalResult(30.0, 25.0, 28.0, 20.0, 0.9, 0.8, 0.5, 0.6, 0.7, 4, 3)
     data = json.loads(json.dumps(result.to_dict()))
     assert METRIC_KEYS <= set(data)
     assert data["psnr"] == 30.0 and data["num_images"] == 4
@@ -131,13 +131,35 @@ def test_mask_iou_against_forced_predictions(rng: np.random.Generator) -> None:
     gt_pixels = sum(int(s["mask"].sum()) for s in samples)
     all_blurred = evaluate(force_mask(M2AENet(get_preset("tiny")), True), samples, progress=False)
     assert all_blurred.mask_iou == pytest.approx(gt_pixels / (3 * 32 * 32))
+    assert all_blurred.mask_precision == pytest.approx(gt_pixels / (3 * 32 * 32))
+    assert all_blurred.mask_recall == 1.0
     all_sharp = evaluate(force_mask(M2AENet(get_preset("tiny")), False), samples, progress=False)
-    assert all_sharp.mask_iou == 0.0
+    assert all_sharp.mask_iou == 0.0 and all_sharp.mask_recall == 0.0
+    assert all_sharp.mask_precision == 1.0  # nothing predicted, so no false alarm
     for s in samples:
         s["mask"] = np.zeros_like(s["mask"])
     empty = evaluate(force_mask(M2AENet(get_preset("tiny")), False), samples, progress=False)
     assert empty.mask_iou == 1.0  # nothing blurred, nothing predicted: agreement
     assert empty.num_masked_images == 0 and math.isnan(empty.psnr_masked)
+
+
+def test_zero_guide_changes_only_what_the_guide_drives(rng: np.random.Generator) -> None:
+    model = force_mask(randomised_tiny(4), True)
+    with torch.no_grad():  # a fresh block's last BN scales are 0: wake them so the guide matters
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.fill_(0.5)
+    samples = make_samples(rng, 2)
+    guided = evaluate(model, samples, progress=False)
+    unguided = evaluate(model, samples, progress=False, zero_guide=True)
+    assert unguided.psnr != guided.psnr
+    assert unguided.mask_iou == guided.mask_iou and unguided.psnr_blurred == guided.psnr_blurred
+    with torch.no_grad():
+        image = torch.from_numpy(samples[0]["blurred"])[None]
+        gate = torch.ones(1, 1, 32, 32)
+        expected = model.restore(image, gate, torch.zeros_like(model.motion.guide(image)))[0].numpy()
+    restored, _ = restore(model, samples[0]["blurred"], zero_guide=True)
+    np.testing.assert_allclose(restored, np.clip(expected, 0, 1), atol=1e-6)
 
 
 def test_samples_without_masks_leave_masked_metrics_undefined(rng: np.random.Generator) -> None:

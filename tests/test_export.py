@@ -19,6 +19,7 @@ from onnx import TensorProto, numpy_helper
 
 from m2ae.cli import main
 from m2ae.export.onnx_export import DenseGraph, model_filename
+from m2ae.export.precision import INT8_OPSET
 from m2ae.export.pruned import PrunedM2AE, PruningOptions
 from m2ae.model.checkpoint import save_checkpoint
 from m2ae.model.config import M2AEConfig
@@ -36,7 +37,8 @@ MASKIN_PRECISIONS = ("fp32", "fp16", "int8")
 TOL = 1e-4
 #: thresholds for a random-weight tiny model against its own fp32 export
 FP16_MIN_PSNR, FP16_MAX_FLIP = 40.0, 0.01
-INT8_MIN_PSNR, INT8_MAX_FLIP = 25.0, 0.05
+# int8 measured 45.1 dB (synthetic) and 51.0 dB (noise) worst case, no flips: 5 dB of headroom
+INT8_MIN_PSNR, INT8_MAX_FLIP = 40.0, 0.02
 
 
 class Exported:
@@ -246,42 +248,65 @@ def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray | None:
 
 
 @pytest.mark.parametrize("case", [(v, "int8", m) for v in VARIANTS for m in (False, True)], ids=model_id)
-def test_int8_is_symmetric_qdq_with_per_channel_weights(exported: Exported, case: tuple[str, str, bool]) -> None:
+def test_int8_is_symmetric_qdq_on_the_fp16_graph(exported: Exported, case: tuple[str, str, bool]) -> None:
+    """What TensorRT runs as int8 layers: int8 Q/DQ in front of Conv/ConvTranspose only,
+    weights per output channel, activations per tensor, zero points 0, float16 scales,
+    biases and all other layers float16; the mask head stays float32 and unquantized."""
     model = onnx.load(exported.path(*case))
-    q = [n for n in _all_nodes(model) if n.op_type == "QuantizeLinear"]
-    dq = [n for n in _all_nodes(model) if n.op_type == "DequantizeLinear"]
+    opsets = {o.domain: o.version for o in model.opset_import}
+    assert opsets.get("", opsets.get("ai.onnx", 0)) >= INT8_OPSET, "float16 Q/DQ scales need opset 19"
+    nodes = _all_nodes(model)
+    inits = _all_initializers(model)
+    producer = {out: n for n in nodes for out in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    q = [n for n in nodes if n.op_type == "QuantizeLinear"]
+    dq = [n for n in nodes if n.op_type == "DequantizeLinear"]
     assert q and dq
     for node in q + dq:
         assert len(node.input) == 3, f"{node.name}: zero point must be explicit"
-        zero_point = _initializer(model, node.input[2])
-        assert zero_point is not None, node.name
-        # int8 for weights and activations; biases are int32 (scale = input scale * weight scale).
-        assert zero_point.dtype == (np.int8 if node.op_type == "QuantizeLinear" else zero_point.dtype), node.name
-        assert zero_point.dtype in (np.int8, np.int32), node.name
+        zero_point, scale = _initializer(model, node.input[2]), _initializer(model, node.input[1])
+        assert zero_point is not None and zero_point.dtype == np.int8, f"{node.name}: int8 zero point"
         assert not zero_point.any(), f"{node.name}: symmetric quantisation has zero point 0"
-    per_channel = []
+        assert scale is not None and scale.dtype == np.float16 and (scale > 0).all(), f"{node.name}: float16 scale"
     for node in dq:
         data = _initializer(model, node.input[0])
-        scale = _initializer(model, node.input[1])
-        if data is not None and data.dtype == np.int8 and data.ndim in (2, 4):
-            assert scale is not None and scale.ndim == 1 and scale.size > 1, f"{node.name}: weight scale per channel"
-            assert scale.size == data.shape[{a.name: a.i for a in node.attribute}.get("axis", 1)]
-            per_channel.append(node.name)
-    assert per_channel, "no per-channel int8 weights"
-    # The mask head's convs are not quantised: float32 weights, and unquantised inputs.
-    producer = {out: n for n in _all_nodes(model) for out in n.output}
-    for node in _mask_head_nodes(model):
-        if node.op_type == "Conv":
+        # Only weights are stored quantized, as int8: no int32 (quantized bias) anywhere.
+        assert data is None or data.dtype == np.int8, f"{node.name} dequantizes {data.dtype}"
+        fused = {r.op_type for r in readers[node.output[0]]} <= {"Conv", "ConvTranspose"}
+        assert fused, f"{node.name}: Q/DQ feeds a layer TensorRT does not fuse it into"
+    head = {n.name for n in _mask_head_nodes(model)}
+    quantized = 0
+    for node in nodes:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        if node.name in head:
             weight = _initializer(model, node.input[1])
             assert weight is not None and weight.dtype == np.float32, f"{node.name} must keep fp32 weights"
             source = producer.get(node.input[0])
             assert source is None or source.op_type != "DequantizeLinear", f"{node.name} reads a quantised input"
-    # The image reaches the output (sharp pixels) unquantised: only Q nodes read it... or
-    # nodes that are not Conv/MatMul, never a DequantizeLinear'd copy of it.
+            continue
+        quantized += 1
+        act, weight_dq = producer[node.input[0]], producer[node.input[1]]
+        assert act.op_type == weight_dq.op_type == "DequantizeLinear", f"{node.name}: input and weight both quantized"
+        assert _initializer(model, act.input[1]).size == 1, f"{node.name}: activations per tensor"
+        weight = _initializer(model, weight_dq.input[0])
+        scale = _initializer(model, weight_dq.input[1])
+        axis = {a.name: a.i for a in weight_dq.attribute}.get("axis", 1)
+        # Output channels: Conv weights are [C_out, C_in, k, k], ConvTranspose weights [C_in, C_out, k, k].
+        assert axis == (0 if node.op_type == "Conv" else 1), f"{node.name}: weight scales on axis {axis}"
+        assert scale.shape == (weight.shape[axis],), f"{node.name}: one weight scale per output channel"
+        if len(node.input) > 2:
+            bias = inits.get(node.input[2])
+            assert bias is not None and bias.data_type == TensorProto.FLOAT16, f"{node.name}: float16 bias, not quantized"
+    assert quantized, "no int8 layer"
+    # The image reaches the output (sharp pixels) unquantised: only convs read its Q/DQ copy.
     quantized_image = {n.output[0] for n in dq if producer.get(n.input[0]) is not None
                        and producer[n.input[0]].input[0] == "image"}
-    for node in _all_nodes(model):
-        if node.op_type not in ("Conv", "MatMul"):
+    for node in nodes:
+        if node.op_type not in ("Conv", "ConvTranspose"):
             assert not quantized_image & set(node.input), f"{node.name} ({node.op_type}) reads the quantised image"
 
 

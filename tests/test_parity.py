@@ -31,13 +31,13 @@ from m2ae.benchmarks.parity import (
 )
 from m2ae.benchmarks.strips import GAP
 from m2ae.cli import main
-from m2ae.export.engine_cache import EngineKey, Profile, Sidecar, cache_key, sidecar_path
+from m2ae.engine_sidecar import EngineKey, Profile, Sidecar, cache_key, sidecar_path
 from m2ae.export.onnx_export import ExportConfig, export_models, model_filename
-from m2ae.export.platform_info import detect_platform
 from m2ae.imageio import read_image, write_image
 from m2ae.model.checkpoint import save_checkpoint
 from m2ae.model.config import PRESETS
 from m2ae.model.network import M2AENet
+from m2ae.platform_info import detect_platform
 from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
 from m2ae.runtime.torch_engine import TorchEngine
 
@@ -204,6 +204,26 @@ def test_fp32_candidates_pass_and_match_direct_runs(models: Models, tmp_path: Pa
     worst = max(float(np.abs(portable.infer(i.image).restored - torch_engine.infer(i.image).restored).max())
                 for i in items)
     assert report.candidates[1].metrics.max_abs == pytest.approx(worst, rel=1e-6, abs=1e-9)
+
+
+def test_models_run_through_the_shipped_engines(models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parity checks what `m2ae infer` runs: reference and candidates open through
+    ``open_engine``, and a candidate's engine is closed once Polygraphy is done with it."""
+    from m2ae.runtime import base
+
+    opened = []
+    real_open_engine = base.open_engine
+
+    def recording_open_engine(path: object, **options: object) -> object:
+        engine = real_open_engine(path, **options)
+        opened.append(engine)
+        return engine
+
+    monkeypatch.setattr(base, "open_engine", recording_open_engine)
+    report = parity(models, [models.path("portable", "fp32")], tmp_path)
+    assert [c.status for c in report.candidates] == ["pass"]
+    assert [engine.backend for engine in opened] == ["torch", "onnxruntime"]
+    assert opened[1].threads == 1 and opened[1].session is None  # released after its run
 
 
 def test_reduced_precisions_report_psnr_and_flips(models: Models, tmp_path: Path) -> None:

@@ -20,25 +20,19 @@ from factories import one_torch_thread
 from onnx import TensorProto, helper
 
 from m2ae import cli
+from m2ae.engine_sidecar import EngineKey, Profile, Sidecar, cache_key, sidecar_path
 from m2ae.errors import UserError
 from m2ae.export import build_cli
 from m2ae.export.engine_cache import (
     CACHE_DIR_ENV,
     EngineCache,
-    EngineKey,
-    Profile,
-    Sidecar,
-    cache_key,
     complete_profile,
     default_cache_dir,
     parse_profile,
     parse_shape,
-    sidecar_path,
     validate_profile,
 )
-from m2ae.export.platform_info import PlatformInfo, detect_platform, is_jetson, jetson_model
 from m2ae.export.trt_builder import (
-    DESKTOP_INSTALL,
     BuildConfig,
     _write_engine,
     build_defaults,
@@ -46,11 +40,18 @@ from m2ae.export.trt_builder import (
     check_dla_request,
     input_profile_shapes,
     read_onnx_info,
-    require_gpu,
-    require_tensorrt,
     strongly_typed_for,
 )
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
+from m2ae.platform_info import (
+    DESKTOP_INSTALL,
+    PlatformInfo,
+    detect_platform,
+    is_jetson,
+    jetson_model,
+    require_gpu,
+    require_tensorrt,
+)
 from m2ae.trt_plugins import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION
 from m2ae.trt_plugins.onnx_ops import all_graphs
 

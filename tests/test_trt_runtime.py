@@ -3,7 +3,7 @@
 The mismatch check is a pure function of the sidecar and a ``PlatformInfo``, tested
 here without TensorRT. Inference tests build real engines and compare them with ONNX
 Runtime (standard ops) or the numpy reference (plugin ops); they run only where
-TensorRT, pycuda and an NVIDIA GPU are present.
+TensorRT, a CUDA binding (cuda-python or pycuda) and an NVIDIA GPU are present.
 """
 
 from __future__ import annotations
@@ -18,20 +18,20 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from m2ae.engine_sidecar import EngineKey, Profile, Sidecar, cache_key, sidecar_path
 from m2ae.errors import UserError
-from m2ae.export.engine_cache import EngineKey, Profile, Sidecar, cache_key, sidecar_path
-from m2ae.export.platform_info import PlatformInfo, detect_platform
+from m2ae.platform_info import CUDA_BINDINGS, PlatformInfo, cuda_binding_version, detect_platform
 from m2ae.runtime.base import open_engine
 from m2ae.runtime.trt_engine import TensorRTEngine, check_engine_compatible
 from m2ae.trt_plugins import PLUGIN_VERSION, reference
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-HAS_PYCUDA = importlib.util.find_spec("pycuda") is not None
 PLATFORM = detect_platform()
 needs_gpu_runtime = pytest.mark.skipif(
-    not (HAS_TENSORRT and HAS_PYCUDA and PLATFORM.has_gpu),
-    reason="needs TensorRT, pycuda and an NVIDIA GPU (one or more is missing here)",
+    not (HAS_TENSORRT and PLATFORM.cuda_binding and PLATFORM.has_gpu),
+    reason="needs TensorRT, a CUDA binding (cuda-python or pycuda) and an NVIDIA GPU (one or more is missing here)",
 )
+INSTALLED_BINDINGS = [binding for binding in CUDA_BINDINGS if cuda_binding_version(binding) is not None]
 
 
 def machine(**changes) -> PlatformInfo:
@@ -171,8 +171,8 @@ def test_engine_on_machine_without_tensorrt_explains_install(tmp_path):
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here, so the missing-TensorRT message cannot show")
 def test_infer_cli_with_an_engine_but_no_tensorrt_is_one_line_exit_2(tmp_path, capsys):
     from m2ae.cli import main
-    from m2ae.export.trt_builder import install_hint
     from m2ae.imageio import write_image
+    from m2ae.platform_info import install_hint
 
     engine = write_fake_engine(tmp_path, sidecar_for(machine(is_jetson=False, jetson_model=None)))
     write_image(tmp_path / "a.png", np.full((32, 32, 3), 0.5))
@@ -248,11 +248,13 @@ def onnxruntime_outputs(onnx_path: Path, feeds: dict[str, np.ndarray]) -> dict[s
 
 
 @needs_gpu_runtime
+@pytest.mark.parametrize("binding", INSTALLED_BINDINGS)
 @pytest.mark.parametrize("mask_input", [False, True])
-def test_engine_matches_onnxruntime_across_shapes(tmp_path, rng, mask_input):
+def test_engine_matches_onnxruntime_across_shapes(tmp_path, rng, mask_input, binding):
     onnx_path = plain_onnx(tmp_path / "plain.onnx", mask_input)
-    with TensorRTEngine(build(onnx_path, tmp_path)) as engine:
+    with TensorRTEngine(build(onnx_path, tmp_path), cuda_binding=binding) as engine:
         assert engine.backend == "tensorrt" and engine.multiple == 8 and engine.takes_mask is mask_input
+        assert engine.cuda_binding_line.startswith(f"CUDA binding: {binding} ")
         assert engine.metadata["m2ae.precision"] == "fp32"
         for h, w in ((16, 16), (64, 40), (128, 128), (64, 40)):  # reallocation, then reuse
             image = rng.random((2, 3, h, w), dtype=np.float32)
@@ -386,7 +388,7 @@ def test_tiny_checkpoint_engine_matches_onnxruntime(tmp_path, rng, variant, mask
 
 
 @needs_gpu_runtime
-def test_infer_cli_with_an_engine_writes_what_it_writes_with_the_onnx(tmp_path, rng):
+def test_infer_cli_with_an_engine_writes_what_it_writes_with_the_onnx(tmp_path, rng, capsys):
     from m2ae.cli import main
     from m2ae.export.trt_builder import BuildConfig, build_engine
     from m2ae.imageio import read_image, write_image
@@ -398,8 +400,10 @@ def test_infer_cli_with_an_engine_writes_what_it_writes_with_the_onnx(tmp_path, 
     write_image(images / "a.png", rng.random((90, 130, 3)))  # padded to the multiple inside the profile
     assert main(["infer", "--model", str(onnx_path), "--input", str(images), "--output", str(tmp_path / "ort"),
                  "--no-progress"]) == 0
+    capsys.readouterr()
     assert main(["infer", "--model", str(engine_path), "--input", str(images), "--output", str(tmp_path / "trt"),
                  "--no-progress"]) == 0
+    assert capsys.readouterr().err.count("CUDA binding: ") == 1  # which binding runs the engine, in one line
     for name in ("a_restored.png", "a_mask.png"):
         ort = np.round(read_image(tmp_path / "ort" / name) * 255)
         trt = np.round(read_image(tmp_path / "trt" / name) * 255)

@@ -61,7 +61,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from m2ae.trt_plugins.build import PluginBuildConfig, build_plugins, parse_arch_list
+    from m2ae.atomic import check_output_dir
+    from m2ae.trt_plugins.build import (
+        PluginBuildConfig,
+        build_plugins,
+        default_out_dir,
+        parse_arch_list,
+        sources_sha256,
+    )
+    from m2ae.trt_plugins.loader import PLUGIN_DIR_ENV
 
     config = PluginBuildConfig(
         out_dir=args.out,
@@ -72,6 +80,9 @@ def _run_build(args: argparse.Namespace) -> int:
         archs=parse_arch_list(args.arch) if args.arch else (),
         jobs=args.jobs,
     )
+    # Checked before CMake runs: a build takes minutes, and the libraries land only at its end.
+    option = "--out" if args.out else f"the plugin folder (--out, ${PLUGIN_DIR_ENV})"
+    check_output_dir((args.out or default_out_dir(config, sources_sha256())).expanduser(), option)
     result = build_plugins(config)
     manifest = result.manifest
     tensorrt = f", TensorRT {manifest.tensorrt_version}" if manifest.tensorrt_version else ""
