@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from m2ae.errors import UserError
+
+#: defaults of LossWeights.reblur and GateAugment.probability, kept here so that the
+#: parser imports no torch (a test holds them equal)
+DEFAULT_REBLUR_WEIGHT = 0.2
+DEFAULT_SHARP_GATES = 0.75
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="length of the fade from ground-truth gates to predicted (Gumbel) gates, in runs: "
                        "the chance of a ground-truth step falls linearly from 1 to 0 over this many times "
                        "--steps (default: 1.0, the whole run; 10 keeps it at 0.9 or more)")
+    train.add_argument("--sharp-gates", type=float, default=DEFAULT_SHARP_GATES, metavar="P",
+                       help="chance that a ground-truth gate also covers sharp pixels (the mask dilated, plus "
+                       "random boxes), so the restorer learns to leave them alone (default: %(default)s; 0 trains "
+                       "under the annotated mask only)")
+    train.add_argument("--reblur-weight", type=float, default=DEFAULT_REBLUR_WEIGHT, metavar="W",
+                       help=f"weight of the reblur loss that trains the motion analyser's trajectory "
+                       f"(default: {DEFAULT_REBLUR_WEIGHT}; 0 for the ablation without it)")
     train.add_argument("--seed", type=int, default=0, help="seed of data, init and Gumbel noise (default: 0)")
     train.add_argument("--ckpt-every", type=int, default=100, help="steps between checkpoints (default: 100)")
     train.add_argument("--val-every", type=int, default=250, help="steps between validations (default: 250)")
@@ -39,25 +52,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ev = sub.add_parser(
         "eval",
-        help="PSNR, SSIM, masked PSNR and mask IoU of a checkpoint",
+        help="PSNR, SSIM, masked PSNR and mask IoU/precision/recall of a checkpoint",
         description="Evaluate a checkpoint with its own predicted mask: PSNR and SSIM of the restored "
-        "and of the blurred input against sharp, the same PSNR inside the blur mask, and mask IoU.",
+        "and of the blurred input against sharp, the same PSNR inside the blur mask, and the mask's IoU, "
+        "precision (share of predicted pixels that are blurred: false positives cost compute) and recall.",
     )
     ev.add_argument("--checkpoint", default="tiny", help="checkpoint file, or 'tiny' for the shipped one (default: tiny)")
     ev.add_argument("--data", default="synthetic", help="'synthetic' (held-out split) or a folder of pairs")
     ev.add_argument("--num-images", type=int, default=32, help="synthetic images to generate (default: 32)")
     ev.add_argument("--size", type=int, default=256, help="synthetic image size (default: 256)")
+    ev.add_argument("--zero-guide", action="store_true",
+                    help="ablation: run the body with the motion analyser's guide features zeroed")
     ev.add_argument("--json", help="also write the metrics to this JSON file")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_eval)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from m2ae.model.gates import GateAugment
+    from m2ae.model.losses import LossWeights
     from m2ae.model.train import TrainConfig, train
 
     config = TrainConfig(
         preset=args.preset, data=args.data, steps=args.steps, out=args.out, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
+        loss=dataclasses.replace(LossWeights(), reblur=args.reblur_weight),
+        gates=dataclasses.replace(GateAugment(), probability=args.sharp_gates),
     )
     result = train(config, resume=args.resume, progress=not args.no_progress)
     print(f"trained to step {result.step} ({result.steps_per_second:.2f} steps/s); "
@@ -77,7 +97,7 @@ def _eval(args: argparse.Namespace) -> int:
         check_output_file(args.json, "--json")
     loaded = load_checkpoint(args.checkpoint)
     samples = evaluation_samples(args.data, args.num_images, args.size)
-    result = evaluate(loaded.model, samples, progress=not args.no_progress, total=len(samples))
+    result = evaluate(loaded.model, samples, progress=not args.no_progress, total=len(samples), zero_guide=args.zero_guide)
     text = json.dumps(result.to_dict(), indent=2)
     print(text)
     if args.json:

@@ -157,3 +157,42 @@ def calibrate_threshold(
             union[i] += (pred | gt).sum()
     iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
     return float(grid[int(np.argmax(iou))])
+
+
+#: white gap between the panels and rows of a validation strip, in pixels
+STRIP_GAP = 2
+
+
+def _panel(chw: np.ndarray) -> np.ndarray:
+    hwc = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0)
+    return np.repeat(hwc, 3, axis=2) if hwc.shape[2] == 1 else hwc
+
+
+@torch.no_grad()
+def validation_strip(
+    model: M2AENet,
+    samples: Sequence[Mapping[str, np.ndarray | None]],
+    count: int = 2,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """One image [H, W, 3] per validation: a row per sample (the first ``count``) of
+    blurred | annotated mask | predicted mask | restored | sharp, so a run's progress
+    can be seen, not only read."""
+    model.eval()
+    rows = []
+    for sample in list(samples)[:count]:
+        blurred = np.asarray(sample["blurred"], dtype=np.float32)
+        sharp = np.asarray(sample["sharp"], dtype=np.float32)
+        restored, predicted = restore(model, blurred, device)
+        height, width = blurred.shape[-2:]
+        gt = sample.get("mask")
+        annotated = np.zeros((1, height, width), np.float32) if gt is None else np.asarray(gt, np.float32).reshape(1, height, width)
+        panels = [_panel(p) for p in (blurred, annotated, predicted[None].astype(np.float32), restored, sharp)]
+        gap = np.ones((height, STRIP_GAP, 3), np.float32)
+        rows.append(np.concatenate([piece for panel in panels for piece in (panel, gap)][:-1], axis=1))
+    if not rows:
+        raise ValueError("no samples for a validation strip")
+    width = max(row.shape[1] for row in rows)
+    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=1.0) for row in rows]
+    gap = np.ones((STRIP_GAP, width, 3), np.float32)
+    return np.concatenate([piece for row in rows for piece in (row, gap)][:-1], axis=0)

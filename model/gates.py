@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from m2ae.errors import UserError
+
 
 @dataclass(frozen=True)
 class GateAugment:
@@ -29,7 +31,7 @@ class GateAugment:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
-            raise ValueError(f"probability must lie in [0, 1], got {self.probability}")
+            raise UserError(f"--sharp-gates must lie in [0, 1], got {self.probability}")
         if self.max_dilation < 0 or self.max_boxes < 0:
             raise ValueError("max_dilation and max_boxes must be >= 0")
 

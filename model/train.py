@@ -25,10 +25,12 @@ from tqdm import tqdm
 
 from m2ae.atomic import check_output_dir, remove_stale_temps
 from m2ae.errors import UserError
+from m2ae.imageio import write_image
 from m2ae.model.checkpoint import read_checkpoint, save_checkpoint
 from m2ae.model.config import M2AEConfig, get_preset
-from m2ae.model.evaluate import EvalResult, calibrate_threshold, evaluate
-from m2ae.model.losses import LossWeights, m2ae_loss, mask_iou
+from m2ae.model.evaluate import EvalResult, calibrate_threshold, evaluate, validation_strip
+from m2ae.model.gates import GateAugment, training_gate
+from m2ae.model.losses import LossWeights, m2ae_loss, mask_scores, masked_psnr_gain
 from m2ae.model.network import M2AENet
 
 LAST = "last.pt"
@@ -56,6 +58,8 @@ class TrainConfig:
     val_images: int = 8
     ckpt_every: int = 100
     loss: LossWeights = field(default_factory=LossWeights)
+    #: extra sharp regions in teacher-forced gates (see ``m2ae.model.gates``)
+    gates: GateAugment = field(default_factory=GateAugment)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "crop", "val_every", "ckpt_every"):
@@ -67,6 +71,8 @@ class TrainConfig:
         if not 0.0 <= self.teacher_forcing < math.inf:
             raise UserError(f"--teacher-forcing must be 0 (no ground-truth gates) or more, got {self.teacher_forcing}")
         # numpy's SeedSequence takes non-negative seeds, torch.manual_seed fewer than 2**64.
+        if not 0.0 <= self.loss.reblur < math.inf:
+            raise UserError(f"--reblur-weight must be 0 or more, got {self.loss.reblur}")
         if not 0 <= self.seed < 2**64:
             raise UserError(f"--seed must be 0 or more and below 2**64, got {self.seed}")
 
@@ -275,7 +281,7 @@ def train(
         torch.manual_seed(step_seed(config.seed, step, ddp.rank))
         batch = {k: v.to(device) for k, v in source.batch(step, ddp.rank, ddp.world).items()}
         use_gt = torch.rand(()).item() < teacher_forcing_probability(config, step)
-        gate = batch["mask"] if use_gt else "pred"
+        gate = training_gate(batch["mask"], config.gates) if use_gt else "pred"
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         with _autocast(device):
@@ -289,16 +295,23 @@ def train(
         loss_value = terms.total.item()
         if on_step is not None:
             on_step(step, loss_value)
-        bar.set_postfix(loss=f"{loss_value:.4f}", iou=f"{mask_iou(output.mask_logits.argmax(1, keepdim=True), batch['mask']):.2f}",
-                        gt="y" if use_gt else "n")
+        scores = mask_scores(output.mask_logits.argmax(1, keepdim=True), batch["mask"])
+        gain = masked_psnr_gain(output.restored.detach(), batch["blurred"], batch["sharp"], batch["mask"])
+        bar.set_postfix_str(f"loss {loss_value:.4f} (l1 {terms.l1.item():.4f} reblur {terms.reblur.item():.4f} "
+                            f"mask {terms.mask.item():.3f}) IoU/P/R {scores.iou:.2f}/{scores.precision:.2f}/"
+                            f"{scores.recall:.2f} gain {gain:+.2f} dB gate {'gt' if use_gt else 'pred'}")
         bar.update(1)
         done = step + 1
         if done % config.ckpt_every == 0 or done == config.steps:
             checkpoint(done)
         if ddp.is_main and (done % config.val_every == 0 or done == config.steps):
-            validation = evaluate(model, source.validation(), device=device, progress=False)
-            bar.write(f"step {done}: psnr_masked {validation.psnr_masked:.2f} dB "
-                      f"(blurred {validation.psnr_masked_blurred:.2f}), mask IoU {validation.mask_iou:.3f}")
+            samples = source.validation()
+            validation = evaluate(model, samples, device=device, progress=False)
+            strip = write_image(out / "val" / f"step_{done:06d}.png", validation_strip(model, samples, device=device))
+            bar.write(f"step {done}: PSNR {validation.psnr:.2f} dB (blurred {validation.psnr_blurred:.2f}), "
+                      f"in mask {validation.psnr_masked:.2f} dB ({validation.psnr_masked - validation.psnr_masked_blurred:+.2f}), "
+                      f"mask IoU/P/R {validation.mask_iou:.3f}/{validation.mask_precision:.3f}/{validation.mask_recall:.3f}; "
+                      f"strip {strip}")
         if stop_after is not None and done >= stop_after:
             break
     bar.close()

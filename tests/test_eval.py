@@ -234,7 +234,7 @@ def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str])
                "--ckpt-every", "1", "--no-progress"])
     assert rc == 0
     assert "trained to step 2" in capsys.readouterr().out
-    assert sorted(os.listdir(run)) == ["final.pt", "last.pt"]
+    assert sorted(os.listdir(run)) == ["final.pt", "last.pt", "val"]
     rc = main(["eval", "--checkpoint", str(run / "final.pt"), "--num-images", "1", "--size", "32",
                "--no-progress"])
     assert rc == 0

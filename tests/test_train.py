@@ -19,8 +19,12 @@ from factories import one_torch_thread
 
 import m2ae.model.checkpoint as checkpoint_module
 from m2ae.errors import UserError
+from m2ae.imageio import read_image
 from m2ae.model.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint, save_checkpoint, shipped_path
 from m2ae.model.config import get_preset
+from m2ae.model.evaluate import STRIP_GAP
+from m2ae.model.gates import GateAugment, random_boxes, training_gate
+from m2ae.model.losses import LossWeights
 from m2ae.model.network import GATE_ONES, M2AENet
 from m2ae.model.train import FINAL, LAST, TrainConfig, learning_rate, teacher_forcing_probability, train
 
@@ -83,7 +87,42 @@ def test_training_smoke_run_lowers_the_loss(tmp_path: Path) -> None:
     assert result.validation is not None and result.validation.num_images == 1
     loaded = load_checkpoint(tmp_path / FINAL, expect_preset="tiny")
     assert loaded.step == 60
-    assert sorted(os.listdir(tmp_path)) == [FINAL, LAST]
+    assert sorted(os.listdir(tmp_path)) == [FINAL, LAST, "val"]
+    # One validation (the last step) writes one strip: a row of 5 panels per sample.
+    strips = sorted((tmp_path / "val").iterdir())
+    assert [p.name for p in strips] == ["step_000060.png"]
+    strip = read_image(strips[0])
+    assert strip.shape[0] == 128 and strip.shape[1] == 5 * 128 + 4 * STRIP_GAP
+
+
+def test_sharp_gates_cover_the_mask_and_more() -> None:
+    torch.manual_seed(0)
+    mask = torch.zeros(4, 1, 64, 64)
+    mask[:, :, 20:30, 20:30] = 1.0
+    always = GateAugment(probability=1.0)
+    grown = [training_gate(mask, always) for _ in range(8)]
+    for gate in grown:
+        assert torch.all(gate >= mask)  # never drops a blurred pixel
+        assert set(gate.unique().tolist()) <= {0.0, 1.0}
+    assert any(bool((gate > mask).any()) for gate in grown)  # and adds sharp ones
+    assert training_gate(mask, GateAugment(probability=0.0)) is mask
+    boxes = random_boxes(torch.Size([64, 1, 48, 40]), 3)
+    per_image = boxes.flatten(1).sum(1)
+    assert per_image.max() <= 3 * 24 * 20 and (per_image == 0).any() and (per_image > 0).any()
+
+
+def test_cli_defaults_match_the_dataclasses() -> None:
+    from m2ae.model import commands
+
+    assert commands.DEFAULT_REBLUR_WEIGHT == LossWeights().reblur
+    assert commands.DEFAULT_SHARP_GATES == GateAugment().probability
+
+
+def test_bad_gate_and_loss_settings_are_user_errors() -> None:
+    with pytest.raises(UserError, match="--sharp-gates"):
+        GateAugment(probability=1.5)
+    with pytest.raises(UserError, match="--reblur-weight"):
+        TrainConfig(loss=LossWeights(reblur=-1.0))
 
 
 def test_schedules_are_the_documented_shapes() -> None:
