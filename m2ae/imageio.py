@@ -126,14 +126,23 @@ def _as_hwc(array: Any) -> np.ndarray:
     raise ValueError(f"write_image: expected a 2-D or 3-D array, got shape {values.shape}")
 
 
+_BAND_ROWS = 256
+
+
 def write_image(path: str | os.PathLike, array: Any) -> Path:
     """Write float values in ``[0, 1]`` (HWC, CHW or HW; anything ``np.asarray``
     accepts, e.g. a CPU tensor) as an 8-bit PNG, atomically. Values are clipped,
     NaN becomes 0, and rounding is to the nearest of the 256 levels.
     """
-    values = np.nan_to_num(_as_hwc(array), nan=0.0)
-    levels = np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
-    img = Image.fromarray(np.ascontiguousarray(levels))
+    values = _as_hwc(array)
+    levels = np.empty(values.shape, dtype=np.uint8)
+    # In bands of rows: whole-image float temporaries of a 48-megapixel result would
+    # cost more memory than the tiled inference that made it.
+    for top in range(0, values.shape[0], _BAND_ROWS):
+        band = np.nan_to_num(values[top:top + _BAND_ROWS], nan=0.0)
+        np.clip(band, 0.0, 1.0, out=band)
+        levels[top:top + _BAND_ROWS] = np.round(band * 255.0)
+    img = Image.fromarray(levels)
     return write_with(path, lambda tmp: img.save(tmp, format="PNG"))
 
 

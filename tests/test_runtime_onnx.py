@@ -211,16 +211,19 @@ def test_infer_bad_image_files(models: Models, tmp_path: Path, capsys: pytest.Ca
         assert not leftovers(out)
 
 
-def test_infer_folder_stops_at_bad_image_without_partial_output(models: Models, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_infer_folder_skips_a_bad_image_and_goes_on(models: Models, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     write_png(folder / "a_good.png", rgb8(32, 32, seed=7))
     (folder / "b_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     write_png(folder / "c_good.png", rgb8(32, 32, seed=8))
     out = tmp_path / "out"
-    _fails(["infer", "--model", str(models.onnx("portable")), "--input", str(folder), "--output", str(out),
-            "--no-progress"], capsys, "b_bad.png")
+    code = main(["infer", "--model", str(models.onnx("portable")), "--input", str(folder), "--output", str(out),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.splitlines()[-1] == "m2ae infer: 1 of 3 images failed: b_bad.png"
+    assert (out / "a_good_restored.png").exists() and (out / "c_good_restored.png").exists()
     assert not (out / "b_bad_restored.png").exists() and not (out / "b_bad_mask.png").exists()
     assert not leftovers(out)
 
