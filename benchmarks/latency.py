@@ -42,8 +42,8 @@ from m2ae.benchmarks.masks import blob_mask
 from m2ae.benchmarks.sysinfo import PowerSampler, machine_info
 from m2ae.errors import UserError
 from m2ae.export.onnx_export import PRECISIONS, VARIANTS, model_filename
-from m2ae.export.pruned import PruningConfig, PruningOptions, tile_occupancy
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK
+from m2ae.model.pruned import PruningConfig, PruningOptions, tile_occupancy
 
 BACKENDS = ("torch", "onnx", "trt")
 #: torch runs the checkpoint itself: "plugin" means its pruned forward

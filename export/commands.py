@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from m2ae.export.pruned import PruningOptions
+    from m2ae.model.pruned import PruningOptions
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -17,7 +17,7 @@ def _csv(text: str) -> tuple[str, ...]:
 def add_pruning_options(parser: argparse.ArgumentParser) -> None:
     """``--tiles``, ``--dense-above``, ``--blocks-per-gather``: how the pruned variants cut the work.
 
-    Unset options take the model preset's measured values (``m2ae.export.pruned.PRESET_PRUNING``).
+    Unset options take the model preset's measured values (``m2ae.model.pruned.PRESET_PRUNING``).
     """
     parser.add_argument("--tiles", default=None,
                         help="tile side per U-Net scale, comma-separated; the last repeats for deeper scales "
@@ -34,7 +34,7 @@ def add_pruning_options(parser: argparse.ArgumentParser) -> None:
 def pruning_options(args: argparse.Namespace) -> PruningOptions:
     """The ``PruningOptions`` of the command line; a bad value is a one-line UserError."""
     from m2ae.errors import UserError
-    from m2ae.export.pruned import PruningConfig, PruningOptions
+    from m2ae.model.pruned import PruningConfig, PruningOptions
 
     try:
         tiles = None if args.tiles is None else tuple(int(part) for part in _csv(args.tiles))

@@ -33,12 +33,12 @@ from m2ae import __version__
 from m2ae.atomic import check_output_dir, remove_stale_temps, write_bytes
 from m2ae.errors import UserError
 from m2ae.export.compose import compose
-from m2ae.export.pruned import DenseBody, MaskHead, PrunedBody, PruningConfig, PruningOptions
-from m2ae.export.reparam import deploy_form
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from m2ae.model.network import M2AENet
+from m2ae.model.pruned import DenseBody, DenseGraph, MaskHead, PrunedBody, PruningConfig, PruningOptions
 from m2ae.model.receptive_field import receptive_field
+from m2ae.model.reparam import deploy_form
 from m2ae.trt_plugins import DOMAIN
 from m2ae.trt_plugins.onnx_ops import lower_to_standard_ops
 from m2ae.trt_plugins.torch_ops import register_onnx_symbolics
@@ -89,18 +89,6 @@ class ExportedModel:
 
 def model_filename(variant: str, precision: str, mask_input: bool) -> str:
     return f"{variant}{'_maskin' if mask_input else ''}_{precision}.onnx"
-
-
-class DenseGraph(nn.Module):
-    """The folded dense-masked network with the export I/O: (image[, mask]) -> (restored, mask)."""
-
-    def __init__(self, model: M2AENet) -> None:
-        super().__init__()
-        self.model = deploy_form(model)
-
-    def forward(self, image: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        out = self.model(image, gate="pred" if mask is None else mask)
-        return out.restored, out.mask
 
 
 def _example_inputs(multiple: int) -> tuple[Tensor, Tensor]:

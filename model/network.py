@@ -1,7 +1,7 @@
 """M2AENet: blur-mask head, motion analyser, and a U-Net of masked residual blocks.
 
 This is the dense-masked forward, the reference the pruned forward of
-``m2ae.export.pruned`` must match: every block computes everywhere and the gate keeps
+``m2ae.model.pruned`` must match: every block computes everywhere and the gate keeps
 its result only at masked pixels, so where the gate is 0 the output is the input.
 """
 

@@ -12,7 +12,7 @@ from m2ae.runtime.base import EngineOutputs
 from m2ae.runtime.checks import check_finite_outputs, check_inputs
 
 if TYPE_CHECKING:
-    from m2ae.export.pruned import PruningConfig
+    from m2ae.model.pruned import PruningConfig
 
 
 class TorchEngine:
@@ -20,9 +20,8 @@ class TorchEngine:
 
     def __init__(self, checkpoint: str | Path, pruned: bool = True, mask_input: bool = False,
                  device: str = "cpu", pruning: PruningConfig | None = None) -> None:
-        from m2ae.export.onnx_export import DenseGraph
-        from m2ae.export.pruned import PrunedM2AE
         from m2ae.model.checkpoint import load_checkpoint
+        from m2ae.model.pruned import DenseGraph, PrunedM2AE
 
         loaded = load_checkpoint(checkpoint)
         self.path = loaded.path

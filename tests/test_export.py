@@ -18,11 +18,11 @@ from factories import perturbed_model
 from onnx import TensorProto, numpy_helper
 
 from m2ae.cli import main
-from m2ae.export.onnx_export import DenseGraph, model_filename
+from m2ae.export.onnx_export import model_filename
 from m2ae.export.precision import INT8_OPSET
-from m2ae.export.pruned import PrunedM2AE, PruningOptions
 from m2ae.model.checkpoint import save_checkpoint
 from m2ae.model.config import M2AEConfig
+from m2ae.model.pruned import DenseGraph, PrunedM2AE, PruningOptions
 from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
 from m2ae.trt_plugins.onnx_ops import all_graphs

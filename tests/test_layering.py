@@ -4,11 +4,9 @@ Every module is parsed with ``ast`` (function-level imports included, nothing is
 imported), and each stage may import only the stages below it. ``m2ae/`` is the ground
 floor: what several stages share (errors, atomic writes, image I/O, the engine sidecar,
 platform detection) lives there and imports no stage; only the CLI, which registers
-every stage's commands, reaches up. ``trt_plugins`` serves export and runtime alike.
-
-One exception is documented in docs/design.md section 5: the PyTorch engine
-(``runtime/torch_engine.py``) runs the pruned and dense torch modules that the export
-stage defines and traces, so it may import exactly those two export modules.
+every stage's commands, reaches up. ``trt_plugins`` (the two ops at every level: numpy
+reference, torch, ONNX, ONNX Runtime, CUDA and plugin) imports no stage and serves them
+all: the pruned torch model in ``model/`` runs its torch ops.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ FOLDERS = {  # folder -> package, as pyproject's package-dir maps them
 STAGES = tuple(package for package in FOLDERS.values() if package != "m2ae")
 FORBIDDEN = {  # folder -> the stages none of its modules may import
     "m2ae": STAGES,
-    "model": ("m2ae.export", "m2ae.trt_plugins", "m2ae.runtime", "m2ae.benchmarks"),
+    "model": ("m2ae.export", "m2ae.runtime", "m2ae.benchmarks"),
     "trt_plugins": ("m2ae.model", "m2ae.export", "m2ae.runtime", "m2ae.benchmarks"),
     "export": ("m2ae.runtime", "m2ae.benchmarks"),
     "runtime": ("m2ae.export", "m2ae.benchmarks"),
@@ -38,7 +36,6 @@ FORBIDDEN = {  # folder -> the stages none of its modules may import
 }
 ALLOWED = {  # (folder, module file) -> imports allowed despite FORBIDDEN
     ("m2ae", "cli.py"): STAGES,  # registers every stage's commands
-    ("runtime", "torch_engine.py"): ("m2ae.export.pruned", "m2ae.export.onnx_export"),
 }
 
 

@@ -14,12 +14,12 @@ from factories import one_torch_thread
 from torch import nn
 
 from m2ae.errors import UserError
-from m2ae.export.reparam import fold_branches
 from m2ae.model.config import PRESETS, M2AEConfig, get_preset
 from m2ae.model.heads import blur_probability, reblur
 from m2ae.model.layers import RepConv3x3
 from m2ae.model.losses import LossWeights, fft_l1, m2ae_loss, mask_bce, mask_iou
 from m2ae.model.network import GATE_ONES, GATE_PREDICTED, M2AENet
+from m2ae.model.reparam import fold_branches
 
 
 @pytest.fixture(autouse=True)

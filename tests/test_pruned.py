@@ -8,10 +8,10 @@ import pytest
 import torch
 from factories import perturbed_model
 
-from m2ae.export.pruned import PrunedBody, PrunedM2AE, PruningConfig, active_tiles, tile_inside, tile_occupancy
-from m2ae.export.reparam import deploy_form, fold_branches
 from m2ae.model.config import M2AEConfig
 from m2ae.model.network import M2AENet
+from m2ae.model.pruned import PrunedBody, PrunedM2AE, PruningConfig, active_tiles, tile_inside, tile_occupancy
+from m2ae.model.reparam import deploy_form, fold_branches
 
 TOL = 1e-4
 #: the tiled body for every non-empty mask (no switch to the dense body)

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from m2ae.export.reparam import fold_branches
 from m2ae.model.config import M2AEConfig
 from m2ae.model.layers import RepConv3x3
 from m2ae.model.network import M2AENet
+from m2ae.model.reparam import fold_branches
 
 TOL = 1e-5
 SMALL = M2AEConfig(width=4, num_scales=3, enc_blocks=(1, 1, 2), dec_blocks=(1, 1), motion_channels=4, mask_channels=4)

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from m2ae.export.reparam import deploy_form, stem_then_down
 from m2ae.model.heads import guide_at_scale, hard_mask
 from m2ae.model.network import M2AENet, scale_mask
+from m2ae.model.reparam import deploy_form, stem_then_down
 from m2ae.trt_plugins.torch_ops import register_torch_ops
 
 register_torch_ops()
@@ -280,6 +280,18 @@ class DenseBody(nn.Module):
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         return self.model.restore(image, mask, self.model.motion.guide(image))
+
+
+class DenseGraph(nn.Module):
+    """The folded dense-masked network with the export I/O: (image[, mask]) -> (restored, mask)."""
+
+    def __init__(self, model: M2AENet) -> None:
+        super().__init__()
+        self.model = deploy_form(model)
+
+    def forward(self, image: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        out = self.model(image, gate="pred" if mask is None else mask)
+        return out.restored, out.mask
 
 
 class MaskHead(nn.Module):
