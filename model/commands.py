@@ -58,7 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "precision (share of predicted pixels that are blurred: false positives cost compute) and recall.",
     )
     ev.add_argument("--checkpoint", default="tiny", help="checkpoint file, or 'tiny' for the shipped one (default: tiny)")
-    ev.add_argument("--data", default="synthetic", help="'synthetic' (held-out split) or a folder of pairs")
+    ev.add_argument("--data", default="synthetic",
+                    help="'synthetic' (held-out split), 'synthetic-shifted' (held-out split, local motion blur "
+                    "made by another generator: other shapes and paths, 4-14 px of motion) or a folder of pairs")
     ev.add_argument("--num-images", type=int, default=32, help="synthetic images to generate (default: 32)")
     ev.add_argument("--size", type=int, default=256, help="synthetic image size (default: 256)")
     ev.add_argument("--zero-guide", action="store_true",

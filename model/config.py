@@ -40,6 +40,9 @@ class M2AEConfig:
     motion_points: int = 5
     motion_channels: int = 8
     mask_channels: int = 8
+    #: levels of the mask head's coarse context branch (each halves its 1/4-resolution
+    #: map); 0 is the plain head, which sees about 20 pixels around each pixel
+    mask_context: int = 0
     #: largest trajectory offset, in full-resolution pixels
     max_displacement: float = 16.0
     #: inference mask: p_blur > threshold, then dilated by this many pixels
@@ -57,6 +60,7 @@ class M2AEConfig:
             _require_int(name, getattr(self, name), 1)
         _require_int("num_scales", self.num_scales, 2)
         _require_int("mask_dilation", self.mask_dilation, 0)
+        _require_int("mask_context", self.mask_context, 0)
         for name, count in (("enc_blocks", self.num_scales), ("dec_blocks", self.num_scales - 1)):
             blocks = getattr(self, name)
             if not isinstance(blocks, tuple) or len(blocks) != count:
@@ -75,8 +79,9 @@ class M2AEConfig:
 
     @property
     def multiple(self) -> int:
-        """H and W must be multiples of this (stride-4 heads and the U-Net's downsampling)."""
-        return math.lcm(4, 2 ** (self.num_scales - 1))
+        """H and W must be multiples of this (the heads' stride 4, the mask head's context
+        levels and the U-Net's downsampling), so every strided grid lines up with the image."""
+        return math.lcm(4 * 2**self.mask_context, 2 ** (self.num_scales - 1))
 
     @property
     def min_size(self) -> int:
@@ -113,7 +118,7 @@ class M2AEConfig:
 
 PRESETS: dict[str, M2AEConfig] = {
     # Tests and CPU demos: trains in minutes on a CPU.
-    "tiny": M2AEConfig(preset="tiny"),
+    "tiny": M2AEConfig(preset="tiny", mask_channels=16, mask_context=2),
     # Paper-scale model.
     "base": M2AEConfig(
         preset="base",
@@ -124,6 +129,7 @@ PRESETS: dict[str, M2AEConfig] = {
         motion_points=9,
         motion_channels=16,
         mask_channels=16,
+        mask_context=2,
     ),
 }
 

@@ -9,47 +9,89 @@ from torch import nn
 from m2ae.model.layers import activation
 
 HEAD_STRIDE = 4
-#: the heads see each colour channel twice: centred, and as its 3x3 high-pass detail
-HEAD_FEATURES = 2
+#: (box size, gain) of each high-pass detail layer a head sees beside the image
+FINE_DETAIL: tuple[tuple[int, float], ...] = ((3, 8.0),)
+#: the context mask head adds a coarser band: blur removes the fine band only, so the
+#: ratio of the two tells "smooth because blurred" from "smooth because flat"
+MULTISCALE_DETAIL: tuple[tuple[int, float], ...] = ((3, 8.0), (7, 4.0))
 
 
-def head_features(x: torch.Tensor) -> torch.Tensor:
-    """The heads' full-resolution input: the centred image and its high-pass detail.
+def head_features(x: torch.Tensor, detail: tuple[tuple[int, float], ...] = FINE_DETAIL) -> torch.Tensor:
+    """The heads' full-resolution input: the centred image and its high-pass detail layers.
 
-    Blur is a loss of high frequencies: handing the light heads the detail layer
-    explicitly (a fixed 3x3 high-pass, amplified to the scale of the image) is what lets
+    Blur is a loss of high frequencies: handing the light heads the detail layers
+    explicitly (fixed box high-passes, amplified to the scale of the image) is what lets
     a few small convs tell blurred from sharp texture within a short training run.
     """
-    detail = x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
-    return torch.cat([2.0 * x - 1.0, 8.0 * detail], dim=1)
+    layers = [2.0 * x - 1.0]
+    for size, gain in detail:
+        layers.append(gain * (x - F.avg_pool2d(x, size, stride=1, padding=size // 2, count_include_pad=False)))
+    return torch.cat(layers, dim=1)
 
 
 class HeadStem(nn.Module):
     """First layer of both heads: a 3x3 conv over the stride-4 (pixel-unshuffled) view."""
 
-    def __init__(self, in_channels: int, channels: int) -> None:
+    def __init__(self, in_channels: int, channels: int, detail: tuple[tuple[int, float], ...] = FINE_DETAIL) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(HEAD_FEATURES * in_channels * HEAD_STRIDE**2, channels, 3, padding=1)
+        self.detail = detail
+        self.conv = nn.Conv2d((1 + len(detail)) * in_channels * HEAD_STRIDE**2, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pixel_unshuffle(head_features(x), HEAD_STRIDE))
+        return self.conv(F.pixel_unshuffle(head_features(x, self.detail), HEAD_STRIDE))
 
 
 class BlurMaskHead(nn.Module):
-    """Two logits (sharp, blurred) per pixel, from a stride-4 view, upsampled bilinearly."""
+    """Two logits (sharp, blurred) per pixel, from a stride-4 view, upsampled bilinearly.
 
-    def __init__(self, in_channels: int, channels: int) -> None:
+    ``context`` > 0 builds the context head: two detail bands, two convs at 1/4, and a
+    branch that halves the map ``context`` times (a stride-2 conv and a conv per level)
+    and is added back bilinearly. Telling a blurred object from smooth texture needs
+    more than the 20 pixels the plain head sees: on the held-out set (head trained
+    alone, 2500 steps) the context head reached mask IoU 0.27 against 0.17.
+    ``context`` = 0 is the plain head of the first shipped checkpoint.
+    """
+
+    def __init__(self, in_channels: int, channels: int, context: int = 0) -> None:
         super().__init__()
-        self.stem = HeadStem(in_channels, channels)
+        self.context_levels = context
+        if context == 0:
+            self.stem = HeadStem(in_channels, channels)
+            self.body = nn.Sequential(
+                activation(),
+                nn.Conv2d(channels, channels, 3, padding=1),
+                activation(),
+                nn.Conv2d(channels, 2, 1),
+            )
+            return
+        self.stem = HeadStem(in_channels, channels, MULTISCALE_DETAIL)
         self.body = nn.Sequential(
             activation(),
             nn.Conv2d(channels, channels, 3, padding=1),
             activation(),
-            nn.Conv2d(channels, 2, 1),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            activation(),
         )
+        levels: list[nn.Module] = []
+        for _ in range(context):
+            levels += [nn.Conv2d(channels, channels, 3, stride=2, padding=1), activation(),
+                       nn.Conv2d(channels, channels, 3, padding=1), activation()]
+        self.context = nn.Sequential(*levels)
+        self.logits = nn.Conv2d(channels, 2, 1)
+
+    @property
+    def logits_conv(self) -> nn.Conv2d:
+        """The last layer: the 1x1 conv that writes the two logits."""
+        return self.body[-1] if self.context_levels == 0 else self.logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.body(self.stem(x))
+        features = self.stem(x)
+        if self.context_levels == 0:
+            logits = self.body(features)
+        else:
+            coarse = F.interpolate(self.context(features), scale_factor=2**self.context_levels, mode="bilinear",
+                                   align_corners=False)
+            logits = self.logits(self.body(features) + coarse)
         return F.interpolate(logits, scale_factor=HEAD_STRIDE, mode="bilinear", align_corners=False)
 
 

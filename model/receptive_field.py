@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 from m2ae.model.config import M2AEConfig
-from m2ae.model.heads import HEAD_STRIDE
+from m2ae.model.heads import HEAD_STRIDE, MULTISCALE_DETAIL
 
 
 @dataclass(frozen=True)
@@ -79,20 +79,29 @@ class Footprint:
         return max(self.before, self.after)
 
 
-def _head_stem() -> Footprint:
-    """``HeadStem``: 3x3 avg-pool detail layer, pixel-unshuffle by 4, 3x3 conv."""
-    return Footprint().conv(3).downsample(HEAD_STRIDE).conv(3)
+def _head_stem(detail_box: int = 3) -> Footprint:
+    """``HeadStem``: box high-pass detail layers (the widest sets the reach), pixel-unshuffle
+    by 4, 3x3 conv."""
+    return Footprint().conv(detail_box).downsample(HEAD_STRIDE).conv(3)
 
 
-def mask_logits_footprint() -> Footprint:
-    """``BlurMaskHead`` (the same for every config): stem, 3x3 conv, 1x1 conv at stride 4,
-    bilinear back to full resolution."""
-    return _head_stem().conv(3).conv(1).bilinear(HEAD_STRIDE)
+def mask_logits_footprint(config: M2AEConfig) -> Footprint:
+    """``BlurMaskHead``: stem, convs at stride 4 (and the context branch: a stride-2 conv,
+    bounded as a 3x3 conv then a 2x block, and a 3x3 conv per level, bilinear back up),
+    1x1 conv, bilinear back to full resolution."""
+    if config.mask_context == 0:
+        return _head_stem().conv(3).conv(1).bilinear(HEAD_STRIDE)
+    stem = _head_stem(max(size for size, _ in MULTISCALE_DETAIL))
+    coarse = stem
+    for _ in range(config.mask_context):
+        coarse = coarse.conv(3).downsample(2).conv(3)
+    coarse = coarse.bilinear(2**config.mask_context)
+    return stem.conv(3).conv(3).union(coarse).conv(1).bilinear(HEAD_STRIDE)
 
 
 def mask_footprint(config: M2AEConfig) -> Footprint:
     """The inference gate: the logits' softmax, a threshold, then ``mask_dilation`` pixels of max-pool."""
-    return mask_logits_footprint().conv(2 * config.mask_dilation + 1)
+    return mask_logits_footprint(config).conv(2 * config.mask_dilation + 1)
 
 
 def guide_footprint(config: M2AEConfig, scale: int) -> Footprint:

@@ -54,9 +54,10 @@ class StridedHeadStem(nn.Module):
         self.conv = nn.Conv2d(cin, conv.out_channels, 3 * stride, stride=stride, padding=stride)
         self.conv.weight.data.copy_(weight)
         self.conv.bias.data.copy_(conv.bias.detach())
+        self.detail = stem.detail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(head_features(x))
+        return self.conv(head_features(x, self.detail))
 
 
 class StridedDownsample(nn.Module):

@@ -174,12 +174,12 @@ def _axis(padded: int, window: int, halo: int, multiple: int) -> list[tuple[int,
 
 def _check_tile(engine: Engine, tile: int) -> None:
     multiple = engine.multiple
+    low = smallest_tile(engine)
     if tile % multiple:
         raise UserError(
             f"--tile {tile}: must be a multiple of the network's multiple {multiple} "
-            f"(e.g. {max(multiple, tile // multiple * multiple)})"
+            f"(e.g. {max(low, -(-tile // multiple) * multiple)})"
         )
-    low = smallest_tile(engine)
     if tile < low:
         raise UserError(
             f"--tile {tile}: too small for a halo of {halo_for(engine)} pixels on each side (the network's "

@@ -26,7 +26,7 @@ def perturbed_model(config: M2AEConfig, seed: int) -> M2AENet:
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
         bn.running_mean.copy_(0.1 * torch.randn(bn.running_mean.shape, generator=gen))
         bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=gen))
-    last = model.mask_head.body[-1]
+    last = model.mask_head.logits_conv
     last.weight.mul_(10.0)
     logits = model.mask_head(torch.rand(1, 3, 32, 32, generator=gen))
     # Centre the logit difference on log(t / (1 - t)), where p_blur crosses the threshold.

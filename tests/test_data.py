@@ -12,9 +12,12 @@ from PIL import Image
 
 from m2ae.errors import UserError
 from m2ae.imageio import list_images, read_image, read_image_size, read_mask, write_image
+from m2ae.model.data import synthetic
 from m2ae.model.data.folders import PAIRED, RELOBLUR, open_pairs
+from m2ae.model.data.sources import SHIFTED_NUM_STEPS, evaluation_samples
 from m2ae.model.data.synthetic import (
     HELDOUT_SOURCES,
+    SHIFTED_DISPLACEMENT,
     SPLITS,
     TRAIN_SOURCES,
     SyntheticConfig,
@@ -353,11 +356,167 @@ def test_heldout_set_is_fixed_and_heldout():
 @pytest.mark.parametrize(
     "overrides, option",
     [({"num_steps": 1}, "num_steps"), ({"max_displacement": 0.5}, "max_displacement"),
-     ({"split": "test"}, "split"), ({"size": 4}, "size"), ({"max_objects": 0}, "max_objects")],
+     ({"split": "test"}, "split"), ({"size": 4}, "size"), ({"max_objects": 0}, "max_objects"),
+     ({"generator": "other"}, "generator")],
 )
 def test_bad_config_names_option(overrides, option):
     with pytest.raises(UserError, match=option):
         SyntheticConfig(**overrides)
+
+
+# ---------------------------------------------------------------- the shifted generator
+
+SHIFTED = dataclasses.replace(SMALL, size=64, num_steps=7, generator="shifted")
+
+
+def test_standard_generator_samples_unchanged():
+    # Pinned from the generator as it was before "shifted" existed: the standard one
+    # must keep making the same pairs (same draws in the same order).
+    pinned = {
+        0: (("gravel",), 77, 3.2212, 0.5404),
+        1: (("camera",), 66, 3.2881, 0.0785),
+        2: (("gravel", "brick"), 130, 2.0956, 0.4815),
+        3: (("gravel", "retina", "hubble_deep_field"), 148, 3.1441, 0.4568),
+    }
+    explicit = dataclasses.replace(SMALL, generator="standard")
+    for seed, (sources, masked, motion, mean) in pinned.items():
+        s, t = make_sample(SMALL, seed), make_sample(explicit, seed)
+        for field in ("blurred", "sharp", "mask", "trajectory"):
+            assert np.array_equal(getattr(s, field), getattr(t, field)), field
+        assert s.sources == sources, seed
+        assert int(s.mask.sum()) == pytest.approx(masked, abs=2), seed
+        assert float(np.abs(s.trajectory).max()) == pytest.approx(motion, abs=1e-3), seed
+        assert float(s.blurred.mean()) == pytest.approx(mean, abs=1e-3), seed
+
+
+def test_shifted_samples_keep_the_invariants_and_differ_from_standard():
+    for seed in range(8):
+        s = make_sample(SHIFTED, seed)
+        again = make_sample(SHIFTED, seed)
+        assert np.array_equal(s.blurred, again.blurred) and np.array_equal(s.trajectory, again.trajectory)
+        assert s.sources and set(s.sources) <= set(TRAIN_SOURCES)
+        for array in (s.blurred, s.sharp):
+            np.testing.assert_array_equal(np.round(array * 255) / 255, array)  # 8-bit levels
+        changed = np.any(s.blurred != s.sharp, axis=0)
+        assert changed.any()
+        np.testing.assert_array_equal(s.mask[0].astype(bool), changed)
+        steps = s.trajectory.reshape(SHIFTED.num_steps, 2, *SHIFTED.hw)
+        assert np.abs(steps[SHIFTED.num_steps // 2]).max() == 0.0
+        standard = make_sample(dataclasses.replace(SHIFTED, generator="standard"), seed)
+        assert not np.array_equal(s.blurred, standard.blurred)
+
+
+def test_shifted_trajectory_convention_explains_the_blur():
+    ratios = []
+    for seed in range(6):
+        s = make_sample(SHIFTED, seed)
+        inside = s.mask[0] > 0
+        err_identity = np.abs(s.sharp - s.blurred)[:, inside].mean()
+        err_reblur = np.abs(reblur(s.sharp, s.trajectory) - s.blurred)[:, inside].mean()
+        err_flipped = np.abs(reblur(s.sharp, -s.trajectory) - s.blurred)[:, inside].mean()
+        assert err_reblur < err_identity and err_reblur < err_flipped, seed
+        ratios.append(err_reblur / err_identity)
+    assert np.mean(ratios) < 0.8
+
+
+def object_path(sample, num_steps: int) -> np.ndarray | None:
+    """The positions of a sample's only object, read back from its trajectory (None if
+    the object is out of the frame at some step)."""
+    steps = sample.trajectory.reshape(num_steps, 2, -1)
+    points = []
+    for step in steps:
+        moved = step[:, np.any(step != 0, axis=0)]
+        if moved.shape[1] == 0:
+            points.append(np.zeros(2))  # mid-exposure, or not in view
+            continue
+        values = np.unique(moved, axis=1)
+        assert values.shape[1] == 1  # one object: one offset per step
+        points.append(values[:, 0])
+    if sum(not p.any() for p in points) > 1:
+        return None
+    return np.array(points)
+
+
+def test_shifted_motion_length_is_4_to_14_px_whatever_max_displacement():
+    config = dataclasses.replace(SHIFTED, max_objects=1, max_displacement=2.0)
+    lengths = []
+    for seed in range(24):
+        points = object_path(make_sample(config, seed), config.num_steps)
+        if points is not None:
+            lengths.append(np.linalg.norm(points[:, None] - points[None], axis=2).max())
+    low, high = SHIFTED_DISPLACEMENT
+    assert (low, high) == (4.0, 14.0)
+    assert len(lengths) >= 18
+    assert min(lengths) >= low - 1e-3 and max(lengths) <= high + 1e-3
+    assert min(lengths) < 7.0 and max(lengths) > 11.0  # the whole range, not max_displacement's
+
+
+def test_shifted_paths_straight_or_strongly_curved():
+    def bend(points: np.ndarray) -> float:
+        chord = points[-1] - points[0]
+        normal = np.array([-chord[1], chord[0]]) / np.linalg.norm(chord)
+        return float(np.abs((points - points[0]) @ normal).max() / np.linalg.norm(chord))
+
+    rng = np.random.default_rng(5)
+    standard = [bend(synthetic._path(rng, 15, 10.0)) for _ in range(100)]
+    shifted = [synthetic._shifted_path(rng, 15, 10.0) for _ in range(100)]
+    assert max(standard) <= 0.3 + 1e-6  # the standard bend is at most 0.6, the apex half of it
+    bends = [bend(p) for p in shifted]
+    assert all(b < 1e-6 or b > 0.35 for b in bends)
+    assert sum(b < 1e-6 for b in bends) >= 25 and sum(b > 0.35 for b in bends) >= 25
+    for points in shifted:
+        extent = np.linalg.norm(points[:, None] - points[None], axis=2).max()
+        assert extent == pytest.approx(10.0)
+        assert np.abs(points[7]).max() < 1e-9  # mid-exposure
+    gaps = [np.linalg.norm(np.diff(p, axis=0), axis=1) for p in shifted]
+    uneven = [g.max() / g.min() for g in gaps]
+    assert sum(u < 1.05 for u in uneven) >= 15 and sum(u > 2.0 for u in uneven) >= 15
+
+
+def test_shifted_shapes_are_not_the_standard_ones():
+    from scipy import ndimage
+
+    def holed(alpha: np.ndarray) -> bool:
+        solid = alpha >= 0.5
+        return bool((ndimage.binary_fill_holes(solid) & ~solid).any())
+
+    def thin(alpha: np.ndarray) -> bool:  # long, but nowhere 7 px thick
+        solid = alpha >= 0.5
+        ys, xs = np.nonzero(solid)
+        long = max(np.ptp(ys), np.ptp(xs)) + 1 >= 20
+        return long and not ndimage.binary_erosion(solid, np.ones((7, 7))).any()
+
+    rng = np.random.default_rng(123)
+    standard = [synthetic._alpha(rng, 48, 48, soft=False) for _ in range(60)]
+    shifted = [synthetic._shifted_alpha(rng, 48, 48, soft=bool(i % 2)) for i in range(60)]
+    for alpha in shifted:
+        assert alpha.max() == 1.0 and alpha.min() == 0.0
+        # the soft edge stays inside the box (a cut silhouette would be a hard line)
+        assert not (alpha[0].any() or alpha[-1].any() or alpha[:, 0].any() or alpha[:, -1].any())
+    assert not any(map(holed, standard))
+    assert sum(map(holed, shifted)) >= 6  # rings
+    assert sum(map(thin, shifted)) >= 2 * sum(map(thin, standard)) + 10  # bars and strokes
+
+
+def test_evaluation_samples_synthetic_shifted():
+    samples = evaluation_samples("synthetic-shifted", 2, 64)
+    assert len(samples) == 2
+    assert samples.dataset.config.generator == "shifted" and samples.dataset.config.split == "heldout"
+    assert samples.dataset.config.num_steps == SHIFTED_NUM_STEPS
+    item = samples[1]
+    assert item["blurred"].shape == item["sharp"].shape == (3, 64, 64) and item["mask"].shape == (1, 64, 64)
+    np.testing.assert_array_equal(item["mask"][0].astype(bool), np.any(item["blurred"] != item["sharp"], axis=0))
+    standard = evaluation_samples("synthetic", 2, 64)[1]
+    assert not np.array_equal(item["blurred"], standard["blurred"])
+    assert samples.dataset[0]["name"] == f"synthetic_heldout_shifted_{synthetic.HELDOUT_BASE_SEED}"
+    with pytest.raises(UserError, match="num-images"):
+        evaluation_samples("synthetic-shifted", 0, 64)
+
+
+def test_heldout_set_shifted_through_overrides():
+    dataset = heldout_set(num_images=1, size=48, generator="shifted")
+    assert dataset.config.generator == "shifted" and dataset.config.split == "heldout"
+    assert not torch.equal(dataset[0]["blurred"], heldout_set(num_images=1, size=48)[0]["blurred"])
 
 
 # ---------------------------------------------------------------- folders

@@ -94,10 +94,22 @@ def _numpy(item: dict) -> dict[str, np.ndarray | None]:
     return {key: None if item.get(key) is None else np.asarray(item[key]) for key in ("blurred", "sharp", "mask")}
 
 
+#: exposure steps of the ``synthetic-shifted`` evaluation set (the standard generator: 9)
+SHIFTED_NUM_STEPS = 15
+
+
 def evaluation_samples(data: str, num_images: int, size: int) -> Sequence[dict[str, np.ndarray | None]]:
-    """The evaluation set: ``num_images`` held-out synthetic pairs, or every pair of a folder."""
+    """The evaluation set: ``num_images`` held-out synthetic pairs, or every pair of a folder.
+
+    ``data`` is ``"synthetic"`` (the training generator on held-out images),
+    ``"synthetic-shifted"`` (held-out images, local motion blur made by the other
+    generator, see :mod:`m2ae.model.data.synthetic`) or a folder of pairs."""
+    if data in ("synthetic", "synthetic-shifted") and num_images <= 0:
+        raise UserError(f"--num-images must be positive, got {num_images}")
     if data == "synthetic":
         dataset = heldout_set(num_images, size)
+    elif data == "synthetic-shifted":
+        dataset = heldout_set(num_images, size, generator="shifted", num_steps=SHIFTED_NUM_STEPS)
     else:
         dataset = open_pairs(data)
     return _LazyNumpy(dataset)

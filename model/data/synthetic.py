@@ -17,6 +17,15 @@ offsets, in pixels, at exposure step t, such that inside the moving objects
 grid-samples the sharp image at ``p + offset`` computes). At pixel p and step t the
 offset is minus the displacement (relative to the sharp frame) of the topmost object
 covering p at that step (alpha >= 0.5), and 0 where no object covers p.
+
+Two generators share all of the above. ``"standard"`` (training, validation, ``m2ae eval
+--data synthetic``) draws ellipses and star-shaped polygons moving 1..``max_displacement``
+px along gently bent Bezier paths. ``"shifted"`` (``m2ae eval --data synthetic-shifted``)
+checks that a model generalises rather than fits that generator: it draws shapes the
+standard one never does (tilted rounded rectangles, thin bars, curved strokes, rings),
+moving along straight (no bend) or strongly bent paths at a constant or a changing speed,
+over a motion length drawn uniformly from :data:`SHIFTED_DISPLACEMENT` px whatever
+``max_displacement`` says.
 """
 
 from __future__ import annotations
@@ -56,6 +65,10 @@ SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_SOURCES, "heldout": HELDOUT
 #: base seed of :func:`heldout_set`, far from the small seeds training tends to use
 HELDOUT_BASE_SEED = 1_000_000_007
 
+GENERATORS: tuple[str, ...] = ("standard", "shifted")
+#: motion length range, in pixels, of the ``"shifted"`` generator (any max_displacement)
+SHIFTED_DISPLACEMENT: tuple[float, float] = (4.0, 14.0)
+
 # A mask can come out empty only if every moving object matches the scene behind it to
 # 8 bits; the generator redraws (deterministically) up to this many times.
 _MAX_ATTEMPTS = 16
@@ -65,7 +78,10 @@ _MAX_ATTEMPTS = 16
 class SyntheticConfig:
     """How samples look. ``size`` is an int (square) or ``(H, W)``; displacements are
     in pixels: ``max_displacement`` bounds the distance between any two positions of an
-    object during the exposure (every object moves at least 1 px)."""
+    object during the exposure (every object moves at least 1 px). ``generator`` is
+    ``"standard"`` or ``"shifted"`` (other shapes and paths, motion lengths from
+    :data:`SHIFTED_DISPLACEMENT` instead of 1..``max_displacement``; see the module
+    docstring)."""
 
     size: int | tuple[int, int] = 128
     num_steps: int = 9
@@ -80,6 +96,8 @@ class SyntheticConfig:
     soft_edge_prob: float = 0.5
     #: background crop side / output side: < 1 zooms in, > 1 zooms out
     zoom_range: tuple[float, float] = (0.6, 1.5)
+    #: "standard" (training) or "shifted" (a differently made evaluation set)
+    generator: str = "standard"
 
     def __post_init__(self) -> None:
         height, width = self.hw
@@ -101,6 +119,8 @@ class SyntheticConfig:
         low, high = self.zoom_range
         if not 0.0 < low <= high:
             raise UserError(f"synthetic zoom_range: expected 0 < low <= high, got {self.zoom_range}")
+        if self.generator not in GENERATORS:
+            raise UserError(f"synthetic generator: expected one of {list(GENERATORS)}, got {self.generator!r}")
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -108,6 +128,13 @@ class SyntheticConfig:
             return self.size, self.size
         height, width = self.size
         return int(height), int(width)
+
+    @property
+    def displacement_range(self) -> tuple[float, float]:
+        """The (min, max) motion length of an object, in pixels."""
+        if self.generator == "shifted":
+            return SHIFTED_DISPLACEMENT
+        return 1.0, self.max_displacement
 
 
 @dataclass
@@ -216,6 +243,68 @@ def _alpha(rng: np.random.Generator, height: int, width: int, soft: bool) -> np.
     return alpha / alpha.max()
 
 
+def _rotated(xs: np.ndarray, ys: np.ndarray, tilt: float) -> tuple[np.ndarray, np.ndarray]:
+    cos, sin = math.cos(tilt), math.sin(tilt)
+    return xs * cos - ys * sin, xs * sin + ys * cos
+
+
+def _shifted_alpha(rng: np.random.Generator, height: int, width: int, soft: bool) -> np.ndarray:
+    """A silhouette of the ``"shifted"`` generator, shapes :func:`_alpha` never draws: a
+    tilted rounded rectangle, a thin straight bar, a thin curved stroke or an elliptical
+    ring; edges and peak as in :func:`_alpha`."""
+    sigma = min(rng.uniform(0.5, 1.5), min(height, width) / 12.0) if soft else 0.0
+    half_h = max(1.0, height / 2.0 - 2.0 - 3.5 * sigma)
+    half_w = max(1.0, width / 2.0 - 2.0 - 3.5 * sigma)
+    radius = min(half_h, half_w)
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+
+    def polygon(xs: np.ndarray, ys: np.ndarray, fill: int) -> None:
+        draw.polygon(list(zip((cx + xs).tolist(), (cy + ys).tolist())), fill=fill)
+
+    kind = int(rng.integers(0, 4))
+    tilt = rng.uniform(0.0, math.pi)
+    if kind == 0:  # rounded rectangle; it fits the box whatever the tilt
+        a, b = rng.uniform(0.5, 1.0, 2) * radius / math.sqrt(2.0)
+        corner = rng.uniform(0.1, 0.6) * min(a, b)
+        theta = np.linspace(0.0, 2.0 * math.pi, 64, endpoint=False)
+        cos, sin = np.cos(theta), np.sin(theta)
+        xs = np.sign(cos) * (a - corner) + corner * cos
+        ys = np.sign(sin) * (b - corner) + corner * sin
+        polygon(*_rotated(xs, ys, tilt), 255)
+    elif kind == 1:  # thin bar through the centre, about as long as the box allows
+        thickness = rng.uniform(1.0, 3.0)  # half-thickness: bars 2-6 px wide
+        reach = min(half_w / max(abs(math.cos(tilt)), 1e-6), half_h / max(abs(math.sin(tilt)), 1e-6))
+        length = max(1.0, rng.uniform(0.7, 1.0) * reach - thickness)
+        xs = np.array([-length, length, length, -length])
+        ys = np.array([-thickness, -thickness, thickness, thickness])
+        polygon(*_rotated(xs, ys, tilt), 255)
+    elif kind == 2:  # thin stroke along a parabola, inside the disc that fits the box
+        width_px = int(rng.integers(2, 7))
+        reach = max(1.0, radius - width_px / 2.0)
+        t = np.linspace(-1.0, 1.0, 33)
+        xs = t * reach * rng.uniform(0.6, 0.8)
+        ys = rng.uniform(0.2, 0.4) * rng.choice([-1.0, 1.0]) * reach * (2.0 * t**2 - 1.0)
+        xs, ys = _rotated(xs, ys, tilt)
+        points = list(zip((cx + xs).tolist(), (cy + ys).tolist()))
+        draw.line(points, fill=255, width=width_px, joint="curve")
+    else:  # elliptical ring: the background shows through its hole
+        r_a, r_b = rng.uniform(0.6, 1.0, 2) * radius
+        thickness = rng.uniform(0.25, 0.5)
+        theta = np.linspace(0.0, 2.0 * math.pi, 64, endpoint=False)
+        xs, ys = r_a * np.cos(theta), r_b * np.sin(theta)
+        polygon(*_rotated(xs, ys, tilt), 255)
+        polygon(*_rotated(xs * (1.0 - thickness), ys * (1.0 - thickness), tilt), 0)
+    # A sub-pixel shape may not cover a pixel centre; the centre is then its core.
+    if not np.asarray(canvas).any():
+        draw.point((round(cx), round(cy)), fill=255)
+    if soft:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(sigma))
+    alpha = np.asarray(canvas, dtype=np.float32)
+    return alpha / alpha.max()
+
+
 def _path(rng: np.random.Generator, num_steps: int, length: float) -> np.ndarray:
     """Object displacement [T, 2] (x, y) per step relative to mid-exposure.
 
@@ -228,6 +317,31 @@ def _path(rng: np.random.Generator, num_steps: int, length: float) -> np.ndarray
     control = end * rng.uniform(0.2, 0.8) + normal * rng.uniform(-0.6, 0.6)
     times = np.append(np.linspace(0.0, 1.0, num_steps), 0.5)[:, None]
     points = 2.0 * times * (1.0 - times) * control + times**2 * end
+    extent = np.max(np.linalg.norm(points[:, None, :] - points[None, :, :], axis=2))
+    points = points * (length / extent)
+    return (points[:-1] - points[-1]).astype(np.float64)
+
+
+def _shifted_path(rng: np.random.Generator, num_steps: int, length: float) -> np.ndarray:
+    """:func:`_path` for the ``"shifted"`` generator: a straight segment or a quadratic
+    Bezier bent far more than :func:`_path` bends (normal offset 0.8-1.5 of the chord),
+    travelled at a constant speed or at one that grows or shrinks through the exposure;
+    scaled the same way."""
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    end = np.array([math.cos(angle), math.sin(angle)])
+    normal = np.array([-end[1], end[0]])
+    bend = 0.0 if rng.random() < 0.5 else rng.uniform(0.8, 1.5) * rng.choice([-1.0, 1.0])
+    control = end * rng.uniform(0.3, 0.7) + normal * bend
+    # Position as a function of the fraction of arc length travelled, on a fine polyline.
+    u = np.linspace(0.0, 1.0, 513)[:, None]
+    curve = 2.0 * u * (1.0 - u) * control + u**2 * end
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(curve, axis=0), axis=1))])
+    arc /= arc[-1]
+    # Constant speed, or the arc fraction a power of time (accelerating or braking).
+    speed = int(rng.integers(0, 3))
+    exponent = 1.0 if speed == 0 else rng.uniform(1.5, 2.5) if speed == 1 else rng.uniform(0.4, 0.67)
+    times = np.append(np.linspace(0.0, 1.0, num_steps), 0.5) ** exponent
+    points = np.stack([np.interp(times, arc, curve[:, 0]), np.interp(times, arc, curve[:, 1])], axis=1)
     extent = np.max(np.linalg.norm(points[:, None, :] - points[None, :, :], axis=2))
     points = points * (length / extent)
     return (points[:-1] - points[-1]).astype(np.float64)
@@ -266,18 +380,19 @@ def _make_object(rng: np.random.Generator, config: SyntheticConfig, sources: lis
         colour = _random_crop(rng, name, obj_h, obj_w, config.zoom_range)
     else:
         colour = _texture(rng, obj_h, obj_w)
-    alpha = _alpha(rng, obj_h, obj_w, soft=rng.random() < config.soft_edge_prob)
+    shifted = config.generator == "shifted"
+    alpha = (_shifted_alpha if shifted else _alpha)(rng, obj_h, obj_w, soft=rng.random() < config.soft_edge_prob)
     layer = np.zeros((obj_h + 2 * margin, obj_w + 2 * margin, 4), np.float32)
     layer[margin : margin + obj_h, margin : margin + obj_w, :3] = colour * alpha[:, :, None]
     layer[margin : margin + obj_h, margin : margin + obj_w, 3] = alpha
     centre_y = rng.uniform(0.0, height)
     centre_x = rng.uniform(0.0, width)
-    length = rng.uniform(1.0, config.max_displacement)
+    length = rng.uniform(*config.displacement_range)
     return _Object(
         layer=layer,
         top=int(round(centre_y - obj_h / 2.0)) - margin,
         left=int(round(centre_x - obj_w / 2.0)) - margin,
-        displacement=_path(rng, config.num_steps, length),
+        displacement=(_shifted_path if shifted else _path)(rng, config.num_steps, length),
     )
 
 
@@ -372,7 +487,7 @@ def _attempt(config: SyntheticConfig, seed: int, attempt: int) -> Sample:
     background_name = str(rng.choice(names))
     sources = [background_name]
     background = _random_crop(rng, background_name, height, width, config.zoom_range)
-    margin = math.ceil(config.max_displacement) + 2
+    margin = math.ceil(config.displacement_range[1]) + 2
     count = int(rng.integers(1, config.max_objects + 1))
     objects = [_make_object(rng, config, sources, margin) for _ in range(count)]
     blurred, sharp, trajectory = _render(background, objects, config.num_steps)
@@ -434,7 +549,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {self.length} samples")
         seed = self.base_seed + (index % self.length)
         item: dict[str, torch.Tensor | str] = dict(_tensors(make_sample(self.config, seed)))
-        item["name"] = f"synthetic_{self.config.split}_{seed}"
+        generator = "" if self.config.generator == "standard" else f"{self.config.generator}_"
+        item["name"] = f"synthetic_{self.config.split}_{generator}{seed}"
         return item
 
 
