@@ -11,7 +11,7 @@ from m2ae.errors import UserError
 #: defaults of LossWeights.reblur and GateAugment.probability, kept here so that the
 #: parser imports no torch (a test holds them equal)
 DEFAULT_REBLUR_WEIGHT = 0.2
-DEFAULT_SHARP_GATES = 0.75
+DEFAULT_SHARP_GATES = 0.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="chance that a ground-truth gate also covers sharp pixels (the mask dilated, plus "
                        "random boxes), so the restorer learns to leave them alone (default: %(default)s; 0 trains "
                        "under the annotated mask only)")
+    train.add_argument("--mask-context", type=int, metavar="N",
+                       help="levels of the mask head's coarse context branch (default: the preset's, 0 = the "
+                       "plain head; 2 sees about 100 pixels around each pixel and makes the network's "
+                       "multiple 16)")
     train.add_argument("--reblur-weight", type=float, default=DEFAULT_REBLUR_WEIGHT, metavar="W",
                        help=f"weight of the reblur loss that trains the motion analyser's trajectory "
                        f"(default: {DEFAULT_REBLUR_WEIGHT}; 0 for the ablation without it)")
@@ -78,6 +82,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         preset=args.preset, data=args.data, steps=args.steps, out=args.out, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
+        mask_context=args.mask_context,
         loss=dataclasses.replace(LossWeights(), reblur=args.reblur_weight),
         gates=dataclasses.replace(GateAugment(), probability=args.sharp_gates),
     )

@@ -118,7 +118,7 @@ class M2AEConfig:
 
 PRESETS: dict[str, M2AEConfig] = {
     # Tests and CPU demos: trains in minutes on a CPU.
-    "tiny": M2AEConfig(preset="tiny", mask_channels=16, mask_context=2),
+    "tiny": M2AEConfig(preset="tiny"),
     # Paper-scale model.
     "base": M2AEConfig(
         preset="base",
@@ -129,7 +129,6 @@ PRESETS: dict[str, M2AEConfig] = {
         motion_points=9,
         motion_channels=16,
         mask_channels=16,
-        mask_context=2,
     ),
 }
 

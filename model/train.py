@@ -58,6 +58,8 @@ class TrainConfig:
     val_images: int = 8
     ckpt_every: int = 100
     loss: LossWeights = field(default_factory=LossWeights)
+    #: the mask head's context levels (``M2AEConfig.mask_context``); None keeps the preset's
+    mask_context: int | None = None
     #: extra sharp regions in teacher-forced gates (see ``m2ae.model.gates``)
     gates: GateAugment = field(default_factory=GateAugment)
 
@@ -75,6 +77,17 @@ class TrainConfig:
             raise UserError(f"--reblur-weight must be 0 or more, got {self.loss.reblur}")
         if not 0 <= self.seed < 2**64:
             raise UserError(f"--seed must be 0 or more and below 2**64, got {self.seed}")
+
+
+def model_config_of(config: TrainConfig) -> M2AEConfig:
+    """The network a run trains: its preset, with the run's overrides."""
+    model_config = get_preset(config.preset)
+    if config.mask_context is None:
+        return model_config
+    try:
+        return dataclasses.replace(model_config, mask_context=config.mask_context)
+    except ValueError as exc:
+        raise UserError(f"--mask-context {config.mask_context}: {exc}") from None
 
 
 class BatchSource(Protocol):
@@ -218,7 +231,7 @@ def train(
     ``stop_after`` ends the run after that global step as a kill would (no final
     checkpoint), which is how the resume test interrupts a run.
     """
-    model_config = get_preset(config.preset)
+    model_config = model_config_of(config)
     if config.crop % model_config.multiple or config.crop < model_config.min_size:
         raise UserError(f"--crop {config.crop}: the {config.preset!r} network needs a multiple of "
                         f"{model_config.multiple}, at least {model_config.min_size}")

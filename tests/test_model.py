@@ -74,7 +74,7 @@ def test_tiny_output_shapes(shape: tuple[int, int, int], training: bool) -> None
 
 def test_base_output_shapes_at_small_input() -> None:
     config = get_preset("base")
-    assert config.multiple == 16 and config.min_size == 32  # lcm(4 * 2**2 context levels, 2**3), two cells
+    assert config.multiple == 8 and config.min_size == 16  # lcm(4, 2**3), two cells
     torch.manual_seed(0)
     model = M2AENet(config).eval()
     with torch.no_grad():

@@ -422,3 +422,12 @@ def test_resume_from_a_weights_only_checkpoint_is_a_user_error(finished_run: Pat
     shutil.copy(finished_run / FINAL, out / LAST)
     with pytest.raises(UserError, match=LAST):
         train(small_run(out, steps=4), resume=True, progress=False)
+
+
+def test_mask_context_trains_the_context_head(tmp_path: Path) -> None:
+    train(small_run(tmp_path, steps=2, ckpt_every=2, mask_context=2), progress=False)
+    loaded = load_checkpoint(tmp_path / FINAL, expect_preset="tiny")
+    assert loaded.config.mask_context == 2 and loaded.config.multiple == 16
+    assert loaded.model.mask_head.context_levels == 2
+    with pytest.raises(UserError, match="--mask-context -1"):
+        train(small_run(tmp_path / "bad", mask_context=-1), progress=False)
