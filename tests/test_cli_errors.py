@@ -124,7 +124,8 @@ def test_read_only_mount_is_refused_before_training(tmp_path: Path) -> None:
     result = subprocess.run(
         [*namespace, "sh", "-c", script, str(folder), sys.executable, "-m", "m2ae", "train", "--out",
          str(folder / "run"), "--steps", "1", "--no-progress"],
-        capture_output=True, text=True, timeout=300,
+        # Not from the checkout: its bare m2ae/ folder would shadow the installed package.
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     if result.returncode == 99 or "unshare:" in result.stderr:
         pytest.skip(f"a read-only bind mount is not permitted here: {result.stderr.strip().splitlines()[-1:]}")
