@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m2ae.imageio import write_image
+from m2ae.imageio import rgb_panel, write_image
 
 #: white gap between panels, in pixels
 GAP = 2
@@ -20,11 +20,6 @@ def heat_map(diff: np.ndarray, scale: float) -> np.ndarray:
     return colormaps["inferno"](normalised)[..., :3].astype(np.float32)
 
 
-def _rgb(chw: np.ndarray) -> np.ndarray:
-    hwc = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0)
-    return np.repeat(hwc, 3, axis=2) if hwc.shape[2] == 1 else hwc
-
-
 def compose_strip(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, candidate: np.ndarray
                   ) -> tuple[np.ndarray, float]:
     """Panels side by side as [H, 5W + 4*GAP, 3]; also returns the heat map's full-scale value.
@@ -35,7 +30,7 @@ def compose_strip(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, ca
     """
     diff = np.abs(candidate.astype(np.float32) - reference.astype(np.float32)).max(axis=0)
     scale = float(diff.max())
-    panels = [_rgb(image), _rgb(mask), _rgb(reference), _rgb(candidate), heat_map(diff, scale)]
+    panels = [rgb_panel(image), rgb_panel(mask), rgb_panel(reference), rgb_panel(candidate), heat_map(diff, scale)]
     height = panels[0].shape[0]
     gap = np.ones((height, GAP, 3), dtype=np.float32)
     pieces: list[np.ndarray] = []

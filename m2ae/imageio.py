@@ -110,6 +110,12 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return np.any(np.asarray(img.convert("RGB")) != 0, axis=2)
 
 
+def rgb_panel(chw: Any) -> np.ndarray:
+    """A CHW image (C = 1 or 3) as float32 HWC RGB, grey repeated: one panel of a strip."""
+    hwc = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0)
+    return np.repeat(hwc, 3, axis=2) if hwc.shape[2] == 1 else hwc
+
+
 def _as_hwc(array: Any) -> np.ndarray:
     """Accept [H,W], [H,W,C] or [C,H,W] with C in (1, 3); return [H,W] or [H,W,3]."""
     values = np.asarray(array, dtype=np.float32)

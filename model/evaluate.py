@@ -19,6 +19,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
+from m2ae.imageio import rgb_panel
 from m2ae.model.heads import blur_probability, dilate
 from m2ae.model.network import GATE_PREDICTED, M2AENet
 from m2ae.padding import crop_to, pad_to_multiple
@@ -163,11 +164,6 @@ def calibrate_threshold(
 STRIP_GAP = 2
 
 
-def _panel(chw: np.ndarray) -> np.ndarray:
-    hwc = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0)
-    return np.repeat(hwc, 3, axis=2) if hwc.shape[2] == 1 else hwc
-
-
 @torch.no_grad()
 def validation_strip(
     model: M2AENet,
@@ -187,7 +183,7 @@ def validation_strip(
         height, width = blurred.shape[-2:]
         gt = sample.get("mask")
         annotated = np.zeros((1, height, width), np.float32) if gt is None else np.asarray(gt, np.float32).reshape(1, height, width)
-        panels = [_panel(p) for p in (blurred, annotated, predicted[None].astype(np.float32), restored, sharp)]
+        panels = [rgb_panel(p) for p in (blurred, annotated, predicted[None].astype(np.float32), restored, sharp)]
         gap = np.ones((height, STRIP_GAP, 3), np.float32)
         rows.append(np.concatenate([piece for panel in panels for piece in (panel, gap)][:-1], axis=1))
     if not rows:
