@@ -39,6 +39,7 @@ from m2ae.model.network import M2AENet
 from m2ae.model.pruned import DenseBody, DenseGraph, MaskHead, PrunedBody, PruningConfig, PruningOptions
 from m2ae.model.receptive_field import receptive_field
 from m2ae.model.reparam import deploy_form
+from m2ae.model_info import ModelInfo
 from m2ae.trt_plugins import DOMAIN
 from m2ae.trt_plugins.onnx_ops import lower_to_standard_ops
 from m2ae.trt_plugins.torch_ops import register_onnx_symbolics
@@ -170,29 +171,27 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _metadata(loaded: LoadedCheckpoint, variant: str, precision: str, config: ExportConfig) -> dict[str, str]:
     model_config = loaded.config
-    metadata = {
-        "m2ae.version": __version__,
-        "m2ae.preset": model_config.preset,
-        "m2ae.threshold": repr(model_config.threshold),
-        "m2ae.mask_dilation": str(model_config.mask_dilation),
-        "m2ae.opset": str(config.opset),
-        "m2ae.multiple": str(model_config.multiple),
-        "m2ae.min_size": str(model_config.min_size),
-        "m2ae.variant": variant,
-        "m2ae.precision": precision,
-        "m2ae.mask_input": "1" if config.mask_input else "0",
-        "m2ae.checkpoint": loaded.path.name,
-        "m2ae.checkpoint_sha256": loaded.sha256,
+    pruning = config.pruning.resolve(model_config.preset) if variant != "dense" else None
+    info = ModelInfo(
+        multiple=model_config.multiple,
+        min_size=model_config.min_size,
+        variant=variant,
+        precision=precision,
+        mask_input=config.mask_input,
+        preset=model_config.preset,
         # the halo tiled inference needs (m2ae.runtime.tiling), known without the checkpoint
-        "m2ae.receptive_field": str(receptive_field(model_config)),
-    }
-    if variant != "dense":
-        pruning = config.pruning.resolve(model_config.preset)
-        tiles = [pruning.tile(s) for s in range(model_config.num_scales)]
-        metadata["m2ae.tiles"] = ",".join(map(str, tiles))
-        metadata["m2ae.dense_above"] = repr(pruning.dense_above)
-        metadata["m2ae.blocks_per_gather"] = str(pruning.blocks_per_gather)
-    return metadata
+        receptive_field=receptive_field(model_config),
+        threshold=model_config.threshold,
+        mask_dilation=model_config.mask_dilation,
+        opset=config.opset,
+        tiles=None if pruning is None else tuple(pruning.tile(s) for s in range(model_config.num_scales)),
+        dense_above=None if pruning is None else pruning.dense_above,
+        blocks_per_gather=None if pruning is None else pruning.blocks_per_gather,
+        version=__version__,
+        checkpoint=loaded.path.name,
+        checkpoint_sha256=loaded.sha256,
+    )
+    return info.to_metadata()
 
 
 def _calibration_images(loaded: LoadedCheckpoint, config: ExportConfig) -> list[np.ndarray]:

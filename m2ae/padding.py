@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def round_up(value: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``value``."""
+    return -(-value // multiple) * multiple
+
+
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
-    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    return round_up(height, multiple), round_up(width, multiple)
 
 
 def pad_to_multiple(array: np.ndarray, multiple: int, mode: str = "reflect") -> np.ndarray:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from m2ae.errors import UserError
 from m2ae.graph_io import OUTPUT_MASK, OUTPUT_RESTORED
-from m2ae.runtime.base import EngineOutputs
+
+if TYPE_CHECKING:  # base imports this module
+    from m2ae.runtime.base import EngineOutputs
 
 
 def check_inputs(image: np.ndarray, mask: np.ndarray | None, takes_mask: bool, multiple: int, min_size: int) -> None:
