@@ -13,13 +13,23 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from m2ae.atomic import check_output_dir, remove_stale_temps, write_text
+from m2ae.benchmarks.latency import BenchConfig, BenchReport, run_benchmark
+from m2ae.benchmarks.parity import ParityConfig, ParityReport, run_parity
+from m2ae.benchmarks.prepared_models import build_engines
 from m2ae.errors import UserError
+from m2ae.export.onnx_export import ExportConfig, ExportedModel, export_models
+from m2ae.imageio import write_image
+from m2ae.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from m2ae.model.data.sources import evaluation_samples
+from m2ae.model.data.synthetic import heldout_set
+from m2ae.model.evaluate import evaluate
+from m2ae.platform_info import tensorrt_unavailable
 
 STAGES = ("data", "export", "engines", "parity", "benchmark", "quality", "report")
 
@@ -54,9 +64,6 @@ class DemoReport:
 
 def write_heldout_set(folder: Path, num_images: int, size: int) -> Path:
     """The held-out synthetic pairs as ``{i}_blur.png``, ``{i}_sharp.png``, ``{i}_mask.png``."""
-    from m2ae.imageio import write_image
-    from m2ae.model.data.synthetic import heldout_set
-
     for i, sample in enumerate(heldout_set(num_images, size)):
         write_image(folder / f"{i:03d}_blur.png", sample["blurred"].numpy())
         write_image(folder / f"{i:03d}_sharp.png", sample["sharp"].numpy())
@@ -65,18 +72,11 @@ def write_heldout_set(folder: Path, num_images: int, size: int) -> Path:
 
 
 def _build_engines(onnx_files: list[Path], out: Path, notes: list[str]) -> list[Path]:
-    from m2ae.benchmarks.latency import trt_unavailable
-    from m2ae.export.trt_builder import BuildConfig, build_engine
-
-    reason = trt_unavailable()
+    reason = tensorrt_unavailable()
     if reason is not None:
         notes.append(f"TensorRT engines skipped: {reason}")
         return []
-    engines = []
-    for onnx_path in onnx_files:
-        result = build_engine(BuildConfig(onnx=onnx_path, out=out / onnx_path.with_suffix(".engine").name, progress=False))
-        engines.append(result.engine_path)
-    return engines
+    return list(build_engines(onnx_files, notes, out=out).values())
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -100,7 +100,7 @@ def _quality_table(quality: dict) -> list[str]:
     return rows + ["", f"Mask IoU: {_fmt(quality['mask_iou'], 3)} over {quality['num_images']} images."]
 
 
-def _parity_table(parity, out: Path) -> list[str]:
+def _parity_table(parity: ParityReport, out: Path) -> list[str]:
     rows = ["| candidate | precision | status | max abs | PSNR vs reference (dB) | mask flip rate | strip |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for c in parity.candidates:
@@ -116,7 +116,7 @@ def _parity_table(parity, out: Path) -> list[str]:
     return rows
 
 
-def _bench_table(bench) -> list[str]:
+def _bench_table(bench: BenchReport) -> list[str]:
     rows = ["| backend | variant | precision | size | blur % | tiles % | p50 ms | p90 ms | MMACs | speed-up vs dense |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in bench.records:
@@ -127,8 +127,8 @@ def _bench_table(bench) -> list[str]:
     return rows
 
 
-def _report(config: DemoConfig, files: dict[str, Path], quality: dict, parity, bench, predicted, notes: list[str],
-            seconds: float) -> str:
+def _report(config: DemoConfig, files: dict[str, Path], quality: dict, parity: ParityReport, bench: BenchReport,
+            predicted: BenchReport, notes: list[str], seconds: float) -> str:
     out = Path(config.out)
     lines = [
         "# m2ae demo report",
@@ -164,14 +164,40 @@ def _report(config: DemoConfig, files: dict[str, Path], quality: dict, parity, b
     return "\n".join(lines)
 
 
-def run_demo(config: DemoConfig) -> DemoReport:
-    from m2ae.benchmarks.latency import BenchConfig, run_benchmark
-    from m2ae.benchmarks.parity import ParityConfig, run_parity
-    from m2ae.export.onnx_export import ExportConfig, export_models
-    from m2ae.model.checkpoint import load_checkpoint
-    from m2ae.model.data.sources import evaluation_samples
-    from m2ae.model.evaluate import evaluate
+def _export(config: DemoConfig, loaded: LoadedCheckpoint, out: Path) -> list[ExportedModel]:
+    return export_models(ExportConfig(checkpoint=loaded, out=out, precisions=("fp32", "fp16", "int8"),
+                                      progress=config.progress))
 
+
+def _parity(config: DemoConfig, loaded: LoadedCheckpoint, candidates: list[Path], json_path: Path) -> ParityReport:
+    return run_parity(ParityConfig(
+        candidates=tuple(str(p) for p in candidates), checkpoint=loaded, images="synthetic",
+        num_images=config.num_images, size=config.size, json_path=json_path, threads=config.threads,
+        progress=config.progress,
+    ))
+
+
+def _benchmarks(config: DemoConfig, loaded: LoadedCheckpoint, out: Path, with_engines: bool
+                ) -> tuple[BenchReport, BenchReport]:
+    """Blob masks over ``config.blur``, then the masks the model predicts, on the same exports."""
+    blob = BenchConfig(
+        out=out / "bench", checkpoint=loaded, backends=("onnx", "trt") if with_engines else ("onnx",),
+        variants=("dense", "portable", "plugin"), precisions=("fp32",), blur=config.blur,
+        sizes=((config.bench_size, config.bench_size),), iters=config.iters, warmup=config.warmup,
+        threads=config.threads, models_dir=out / "bench" / "models", progress=config.progress,
+    )
+    predicted = replace(blob, out=out / "bench_predicted", backends=("onnx",), variants=("dense", "plugin"),
+                        masks="predicted", predicted_images=config.predicted_images, plots=False)
+    return run_benchmark(blob), run_benchmark(predicted)
+
+
+def _quality(config: DemoConfig, loaded: LoadedCheckpoint, data: Path) -> dict:
+    samples = evaluation_samples(str(data), config.num_images, config.size)
+    return evaluate(loaded.model, samples, progress=False, total=len(samples)).to_dict()
+
+
+def run_demo(config: DemoConfig) -> DemoReport:
+    """Every stage in turn on one checkpoint, loaded once; the report last."""
     out = check_output_dir(config.out, "--out")
     # The export, parity and benchmark stages clear their own folders.
     for folder in (out, out / "data", out / "engines"):
@@ -187,10 +213,7 @@ def run_demo(config: DemoConfig) -> DemoReport:
     stages.update(1)
 
     stages.set_postfix_str("exporting ONNX")
-    exported = export_models(ExportConfig(
-        checkpoint=config.checkpoint, out=out / "onnx", precisions=("fp32", "fp16", "int8"),
-        progress=config.progress,
-    ))
+    exported = _export(config, loaded, out / "onnx")
     stages.update(1)
 
     stages.set_postfix_str("TensorRT engines")
@@ -199,36 +222,19 @@ def run_demo(config: DemoConfig) -> DemoReport:
     stages.update(1)
 
     stages.set_postfix_str("parity")
-    parity = run_parity(ParityConfig(
-        candidates=tuple(str(p) for p in [*(e.path for e in exported), *engines]),
-        checkpoint=config.checkpoint, images="synthetic", num_images=config.num_images, size=config.size,
-        json_path=out / "parity" / "parity.json", threads=config.threads,
-    ))
     files["parity"] = out / "parity" / "parity.json"
+    parity = _parity(config, loaded, [*(e.path for e in exported), *engines], files["parity"])
     stages.update(1)
 
     stages.set_postfix_str("benchmark")
-    backends = ("onnx", "trt") if engines else ("onnx",)
-    bench = run_benchmark(BenchConfig(
-        out=out / "bench", checkpoint=config.checkpoint, backends=backends,
-        variants=("dense", "portable", "plugin"), precisions=("fp32",), blur=config.blur,
-        sizes=((config.bench_size, config.bench_size),), iters=config.iters, warmup=config.warmup,
-        threads=config.threads, progress=config.progress,
-    ))
-    predicted = run_benchmark(BenchConfig(
-        out=out / "bench_predicted", checkpoint=config.checkpoint, backends=("onnx",), variants=("dense", "plugin"),
-        precisions=("fp32",), masks="predicted", predicted_images=config.predicted_images,
-        sizes=((config.bench_size, config.bench_size),), iters=config.iters, warmup=config.warmup,
-        threads=config.threads, models_dir=out / "bench" / "models", progress=config.progress, plots=False,
-    ))
+    bench, predicted = _benchmarks(config, loaded, out, with_engines=bool(engines))
     notes += bench.notes
     files["bench"] = bench.results_json
     files["bench_predicted"] = predicted.results_json
     stages.update(1)
 
     stages.set_postfix_str("image quality")
-    samples = evaluation_samples(str(files["data"]), config.num_images, config.size)
-    quality = evaluate(loaded.model, samples, progress=False, total=len(samples)).to_dict()
+    quality = _quality(config, loaded, files["data"])
     files["quality"] = write_text(out / "quality.json", json.dumps(quality, indent=2) + "\n")
     stages.update(1)
 

@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from m2ae.benchmarks.timing import CudaTimer
+from m2ae.cli_args import parse_names, parse_numbers
 from m2ae.errors import UserError
 
 DEFAULT_CHANNELS = (16, 32, 64)
@@ -33,13 +35,14 @@ DEFAULT_TILE = 16
 DEFAULT_HALO = 2
 COPY_BYTES = 512 * 1024 * 1024
 TILE_ID_BYTES = 4
+DTYPES = ("float16", "float32")
 
 
 @dataclass(frozen=True)
 class BandwidthConfig:
     channels: tuple[int, ...] = DEFAULT_CHANNELS
     target_bytes: tuple[int, ...] = DEFAULT_BYTES
-    dtypes: tuple[str, ...] = ("float16", "float32")
+    dtypes: tuple[str, ...] = DTYPES
     tile: int = DEFAULT_TILE
     halo: int = DEFAULT_HALO
     warmup: int = 3
@@ -77,23 +80,21 @@ def map_shape(tiles: int, tile: int) -> tuple[int, int]:
     return math.ceil(2 * tiles / cols) * tile, cols * tile
 
 
-def _time_ms(torch: Any, run: Callable[[], None], warmup: int, iters: int) -> float:
+def _time_ms(run: Callable[[], None], warmup: int, iters: int) -> float:
+    """Mean GPU time of ``run`` over ``iters`` calls timed together, so launch gaps hide in the queue."""
     for _ in range(warmup):
         run()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        run()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / iters
+    with CudaTimer() as timer:
+        for _ in range(iters):
+            run()
+    return timer.ms / iters
 
 
 def copy_bandwidth(torch: Any, config: BandwidthConfig) -> float:
     """GB/s of a device-to-device copy (read + write counted)."""
     src = torch.empty(COPY_BYTES, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    ms = _time_ms(torch, lambda: dst.copy_(src), config.warmup, config.iters)
+    ms = _time_ms(lambda: dst.copy_(src), config.warmup, config.iters)
     return 2 * COPY_BYTES / (ms * 1e-3) / 1e9
 
 
@@ -131,7 +132,7 @@ def gather_row(torch: Any, kernels: Any, dtype: str, c: int, target: int, config
     dense, tiles = _selected_map(torch, tdtype, c, b, config.tile)
     out = torch.empty((b, c, size, size), dtype=tdtype, device="cuda")
     stream = torch.cuda.current_stream().cuda_stream
-    ms = _time_ms(torch, lambda: kernels.gather(out, dense, tiles, config.tile, config.halo, stream),
+    ms = _time_ms(lambda: kernels.gather(out, dense, tiles, config.tile, config.halo, stream),
                   config.warmup, config.iters)
     return BandwidthRow("gather", dtype, c, b, ms, moved)
 
@@ -146,7 +147,7 @@ def scatter_row(torch: Any, kernels: Any, dtype: str, c: int, target: int, confi
     base, tiles = _selected_map(torch, tdtype, c, b, config.tile)
     values = torch.randn((b, c, config.tile, config.tile), device="cuda").to(tdtype)
     stream = torch.cuda.current_stream().cuda_stream
-    ms = _time_ms(torch, lambda: kernels.scatter(base, base, values, tiles, stream), config.warmup, config.iters)
+    ms = _time_ms(lambda: kernels.scatter(base, base, values, tiles, stream), config.warmup, config.iters)
     return BandwidthRow("scatter", dtype, c, b, ms, moved)
 
 
@@ -187,18 +188,15 @@ def format_table(device_name: str, copy: float, rows: Sequence[BandwidthRow], co
     return "\n".join(lines)
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(float(x)) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+def _csv(values: Sequence[int]) -> str:
+    return ",".join(map(str, values))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m m2ae.benchmarks.kernel_bandwidth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--channels", type=_int_list, default=DEFAULT_CHANNELS, help="C values, e.g. 16,32,64")
-    parser.add_argument("--bytes", type=_int_list, default=DEFAULT_BYTES,
+    parser.add_argument("--channels", default=_csv(DEFAULT_CHANNELS), help="C values, e.g. 16,32,64")
+    parser.add_argument("--bytes", default=_csv(DEFAULT_BYTES),
                         help="bytes one call should move (sets B), e.g. 1e6,1e7,1e8")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE)
     parser.add_argument("--halo", type=int, default=DEFAULT_HALO)
@@ -208,14 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kernels-lib", help="libm2ae_kernels.so or its build folder "
                                               "(default: $M2AE_KERNELS_LIB, then the builds of `m2ae plugin build`)")
     args = parser.parse_args(argv)
-    dtypes = tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
-    if not dtypes or any(d not in ("float16", "float32") for d in dtypes):
-        parser.error(f"--dtypes {args.dtypes!r}: expected float16 and/or float32")
     if args.tile < 1 or args.halo < 0:
         parser.error(f"--tile {args.tile} --halo {args.halo}: expected tile >= 1 and halo >= 0")
-    config = BandwidthConfig(channels=args.channels, target_bytes=args.bytes, dtypes=dtypes, tile=args.tile,
-                             halo=args.halo, warmup=args.warmup, iters=args.iters, kernels_lib=args.kernels_lib)
     try:
+        config = BandwidthConfig(
+            channels=parse_numbers(args.channels, "--channels", int, "a whole number"),
+            target_bytes=tuple(int(b) for b in parse_numbers(args.bytes, "--bytes")),
+            dtypes=parse_names(args.dtypes, "--dtypes", choices=DTYPES), tile=args.tile, halo=args.halo,
+            warmup=args.warmup, iters=args.iters, kernels_lib=args.kernels_lib,
+        )
         copy, rows = run(config)
     except UserError as exc:
         print(f"kernel_bandwidth: {exc}", file=sys.stderr)

@@ -6,78 +6,59 @@ for that much blur, whatever the weights predict), or with ``masks="predicted"``
 masks the model predicts on held-out synthetic images. Each record also gives the tile
 occupancy (share of active scale-0 tiles), what the tiled body's cost follows.
 
-Each measurement is a warm-up followed by a fixed number of timed runs (CUDA events on
-a GPU, ``perf_counter`` on the CPU), reported as p50/p90/p99/mean latency and
+Each measurement is a warm-up followed by a fixed number of timed runs (``timing``: CUDA
+events on a GPU, ``perf_counter`` on the CPU), reported as p50/p90/p99/mean latency and
 throughput, beside the MACs of the branch the graph took (``macs.count_macs``, counted
-before any timing). Each job's session is closed before the next is timed. Results go
-to ``results.json`` (a list of records), ``results.csv``, ``machine.json`` and PNG plots
-in the output folder.
+before any timing). Every model opens through ``runtime.base.open_engine``, and each
+job's engine is closed before the next is timed. Results go to ``results.json`` (a list
+of ``latency_records.BenchRecord``), ``results.csv``, ``machine.json`` and PNG plots in
+the output folder.
 
-Backends: ``onnx`` runs every exported variant and precision in ONNX Runtime; ``torch``
-runs the checkpoint (``plugin`` = pruned, ``dense``; fp32 only, no ``portable``);
-``trt`` builds engines with ``m2ae.export.trt_builder`` and runs them. A backend or
-variant this machine cannot run is skipped with one line saying why.
+Backends: ``onnx`` runs every exported variant and precision in ONNX Runtime; ``trt``
+runs engines built from them (``prepared_models``); ``torch`` runs the checkpoint itself,
+fp32 only: ``dense``, and for ``portable`` or ``plugin`` (ONNX lowerings of the same
+pruned forward) its pruned forward, measured once and reported as ``pruned``. A backend
+or variant this machine cannot run is skipped with one line saying why.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import gc
-import io
 import json
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from tqdm import tqdm
 
 from m2ae.atomic import check_output_dir, remove_stale_temps, write_text
+from m2ae.benchmarks.latency_records import BenchRecord, add_speedups, records_csv
 from m2ae.benchmarks.macs import count_macs
 from m2ae.benchmarks.masks import blob_mask
+from m2ae.benchmarks.plots import write_plots
+from m2ae.benchmarks.prepared_models import ModelKey, build_engines, ensure_models, sweep_profile
 from m2ae.benchmarks.sysinfo import PowerSampler, machine_info
+from m2ae.benchmarks.timing import Timing, time_calls, torch_threads
+from m2ae.cli_args import Size, format_size
 from m2ae.errors import UserError
-from m2ae.export.onnx_export import PRECISIONS, VARIANTS, model_filename
+from m2ae.export.onnx_export import PRECISIONS, VARIANTS
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK
+from m2ae.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from m2ae.model.config import M2AEConfig
+from m2ae.model.data.synthetic import heldout_set
 from m2ae.model.pruned import PruningConfig, PruningOptions, tile_occupancy
+from m2ae.padding import round_up
+from m2ae.platform_info import tensorrt_unavailable
+from m2ae.runtime.base import Engine, open_engine
 
 BACKENDS = ("torch", "onnx", "trt")
-#: torch runs the checkpoint itself: "plugin" means its pruned forward
-TORCH_VARIANTS = ("dense", "plugin")
+#: what each --variants name runs on the torch backend
+TORCH_VARIANTS = {"dense": "dense", "portable": "pruned", "plugin": "pruned"}
 DEFAULT_BLUR = (0.0, 5.0, 10.0, 25.0, 50.0, 100.0)
 MASK_SOURCES = ("blob", "predicted")
-Size = tuple[int, int]
-
-
-def parse_size(text: str) -> Size:
-    """``"512"`` (square) or ``"1080x1920"`` (HxW) -> (H, W)."""
-    parts = text.lower().replace(" ", "").split("x")
-    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise UserError(f"--size {text!r}: expected a positive side (512) or HxW (1080x1920)")
-    sides = [int(p) for p in parts]
-    return (sides[0], sides[-1])
-
-
-def parse_names(text: str, option: str) -> tuple[str, ...]:
-    # Duplicates would measure the same thing twice; order is kept for the table.
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    if not names:
-        raise UserError(f"{option}: empty list")
-    return names
-
-
-def parse_blur(text: str) -> tuple[float, ...]:
-    values = []
-    for item in parse_names(text, "--blur"):
-        try:
-            values.append(float(item))
-        except ValueError:
-            raise UserError(f"--blur {item!r}: not a number (blur ratios are percentages, 0 to 100)") from None
-    return tuple(dict.fromkeys(values))
 
 
 def _check_choices(values: tuple[str, ...], choices: tuple[str, ...], option: str) -> None:
@@ -89,7 +70,8 @@ def _check_choices(values: tuple[str, ...], choices: tuple[str, ...], option: st
 @dataclass(frozen=True)
 class BenchConfig:
     out: Path
-    checkpoint: str = "tiny"
+    #: a checkpoint file, a shipped name, or one already loaded (used as is, not reloaded)
+    checkpoint: str | LoadedCheckpoint = "tiny"
     backends: tuple[str, ...] = BACKENDS
     variants: tuple[str, ...] = ("dense", "portable", "plugin")
     precisions: tuple[str, ...] = ("fp32",)
@@ -142,39 +124,15 @@ class BenchConfig:
     def models_path(self) -> Path:
         return Path(self.models_dir) if self.models_dir is not None else Path(self.out) / "models"
 
-
-@dataclass
-class BenchRecord:
-    backend: str
-    variant: str
-    precision: str
-    #: requested blur ratio (percent) and the fraction the mask really covers (percent)
-    blur: float
-    blur_measured: float
-    #: share of scale-0 tiles holding a masked pixel (what the tiled body's cost follows), percent
-    occupancy: float
-    height: int
-    width: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    throughput_ips: float
-    #: counted on the fp32 graph of the variant (precision does not change the shapes counted)
-    macs: int
-    #: timed runs behind the percentiles: iters per round x rounds
-    iters: int
-    warmup: int
-    #: CPU threads (None on a GPU, or the library's default)
-    threads: int | None
-    device: str
-    timer: str
-    power_mw: float | None = None
-    #: dense p50 / this p50 at the same backend, precision, size and blur
-    speedup_vs_dense: float | None = None
-
-
-RECORD_FIELDS = tuple(f.name for f in fields(BenchRecord))
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, the checkpoint by its name or path."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        checkpoint = self.checkpoint
+        data["checkpoint"] = str(checkpoint.path) if isinstance(checkpoint, LoadedCheckpoint) else checkpoint
+        data["pruning"] = asdict(self.pruning)
+        for key in ("out", "models_dir"):
+            data[key] = None if data[key] is None else str(data[key])
+        return data
 
 
 @dataclass
@@ -191,130 +149,104 @@ class BenchReport:
     plots: list[Path] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------- timing
+# ---------------------------------------------------------------- what runs
 
 
 @dataclass(frozen=True)
-class Timing:
-    times_ms: tuple[float, ...]
-    timer: str  # "cuda_events" or "wall"
-
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.times_ms, q))
+class _Job:
+    backend: str
+    #: as reported: the exported variant, or for torch "dense" / "pruned"
+    variant: str
+    precision: str
+    #: the exported variant that runs (onnx, trt) or whose fp32 graph's MACs are counted (torch)
+    graph: str
 
     @property
-    def mean(self) -> float:
-        return float(np.mean(self.times_ms))
+    def name(self) -> str:
+        return f"{self.backend}/{self.variant}/{self.precision}"
+
+    @property
+    def model_key(self) -> ModelKey:
+        return self.graph, self.precision
+
+    @property
+    def device(self) -> str:
+        if self.backend == "torch":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if self.backend == "trt" else "cpu"
 
 
-def time_calls(call: Callable[[], object], iters: int, warmup: int, cuda_events: bool = False) -> Timing:
-    """Run ``call`` ``warmup`` times untimed, then ``iters`` timed times.
-
-    With ``cuda_events``, each run is bracketed by CUDA events on torch's current stream
-    (the legacy default stream, which orders against the TensorRT runtime's blocking
-    stream), so GPU time is measured on the GPU.
-    """
-    for _ in range(warmup):
-        call()
-    times = []
-    if cuda_events:
-        import torch
-
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        for _ in range(iters):
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            times.append(float(start.elapsed_time(end)))
-        return Timing(tuple(times), "cuda_events")
-    for _ in range(iters):
-        begin = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - begin) * 1e3)
-    return Timing(tuple(times), "wall")
+def _torch_jobs(config: BenchConfig, notes: list[str]) -> list[_Job]:
+    other = [p for p in config.precisions if p != "fp32"]
+    if other:
+        notes.append(f"torch: runs fp32 only; {'/'.join(other)} skipped")
+    if "fp32" not in config.precisions:
+        return []
+    graphs: dict[str, str] = {}
+    for variant in config.variants:
+        graphs.setdefault(TORCH_VARIANTS[variant], variant)
+    return [_Job("torch", variant, "fp32", graph) for variant, graph in graphs.items()]
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[int]:
-    """Set torch's intra-op thread count for the block, restoring it after."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
-
-
-# ---------------------------------------------------------------- models
-
-
-def _export_key(path: Path) -> tuple[str | None, ...]:
-    """(checkpoint sha256, tiles, dense_above, blocks_per_gather) an exported file was made with."""
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception:  # noqa: BLE001 (a damaged file is simply re-exported)
-        return None, None, None, None
-    metadata = {p.key: p.value for p in model.metadata_props}
-    keys = ("checkpoint_sha256", "tiles", "dense_above", "blocks_per_gather")
-    return tuple(metadata.get(f"m2ae.{key}") for key in keys)  # type: ignore[return-value]
+def _plan(config: BenchConfig, notes: list[str]) -> list[_Job]:
+    jobs = []
+    for backend in config.backends:
+        if backend == "torch":
+            jobs += _torch_jobs(config, notes)
+            continue
+        if backend == "trt":
+            reason = tensorrt_unavailable()
+            if reason is not None:
+                notes.append(f"trt: skipped: {reason}")
+                continue
+        jobs += [_Job(backend, v, p, v) for v in config.variants for p in config.precisions]
+    if not jobs:
+        raise UserError(f"--backends {','.join(config.backends)}: nothing can be measured here ({'; '.join(notes)})")
+    return jobs
 
 
-def ensure_models(
-    checkpoint: str, sha256: str, folder: Path, wanted: set[tuple[str, str]], progress: bool,
-    pruning: PruningOptions = PruningOptions(), preset: str = "tiny",
-) -> dict[tuple[str, str], Path]:
-    """Mask-input ONNX files for every (variant, precision) in ``wanted``.
-
-    Files already in ``folder`` that were exported from the same checkpoint (by sha256)
-    with the same tiling and dense switch are reused; the rest are exported there.
-    """
-    from m2ae.export.onnx_export import ExportConfig, export_models
-
-    paths = {key: folder / model_filename(key[0], key[1], True) for key in wanted}
-    resolved = pruning.resolve(preset)
-
-    def current(variant: str, path: Path) -> bool:
-        if not path.is_file():
-            return False
-        found_sha, tiles, dense_above, blocks_per_gather = _export_key(path)
-        if variant == "dense":
-            return found_sha == sha256
-        return (found_sha == sha256 and dense_above == repr(resolved.dense_above) and tiles is not None
-                and tiles.split(",") == [str(resolved.tile(s)) for s in range(len(tiles.split(",")))]
-                and blocks_per_gather == str(resolved.blocks_per_gather))
-
-    missing = {key for key, path in paths.items() if not current(key[0], path)}
-    if missing:
-        # Pure functions of the checkpoint: re-exporting a few present ones costs nothing but time.
-        variants = tuple(v for v in VARIANTS if any(key[0] == v for key in missing))
-        precisions = tuple(p for p in PRECISIONS if any(key[1] == p for key in missing))
-        export_models(ExportConfig(checkpoint=checkpoint, out=folder, variants=variants, precisions=precisions,
-                                   mask_input=True, pruning=pruning, progress=progress))
-    return paths
+def _round_sizes(sizes: tuple[Size, ...], model: M2AEConfig, notes: list[str]) -> list[Size]:
+    rounded: list[Size] = []
+    for size in sizes:
+        new = (max(round_up(size[0], model.multiple), model.min_size),
+               max(round_up(size[1], model.multiple), model.min_size))
+        if new != size:
+            notes.append(f"--size {format_size(size)}: rounded up to {format_size(new)} (the network needs "
+                         f"multiples of {model.multiple}, at least {model.min_size})")
+        if new not in rounded:
+            rounded.append(new)
+    return rounded
 
 
-def trt_unavailable() -> str | None:
-    """Why the TensorRT backend cannot run here, or None if it can."""
-    from m2ae.platform_info import cuda_binding_line, detect_platform, install_hint
+@dataclass(frozen=True)
+class _Models:
+    """What the jobs run: the checkpoint (torch), its mask-input exports (onnx, and the MACs
+    of every job) and the engines built from them (trt)."""
 
-    platform = detect_platform()
-    if platform.tensorrt_version is None:
-        return f"TensorRT is not installed; install it with: {install_hint(platform)}"
-    if not platform.has_gpu:
-        return "no CUDA GPU/driver found"
-    if platform.cuda_binding is None:
-        return cuda_binding_line(platform)
-    return None
+    loaded: LoadedCheckpoint
+    pruning: PruningConfig
+    exports: dict[ModelKey, Path]
+    engines: dict[ModelKey, Path]
+
+    def open(self, job: _Job, threads: int | None) -> Engine:
+        if job.backend == "torch":
+            return open_engine(self.loaded, pruned=job.variant == "pruned", mask_input=True, device=job.device,
+                               pruning=self.pruning)
+        if job.backend == "onnx":
+            return open_engine(self.exports[job.model_key], threads=threads)
+        return open_engine(self.engines[job.model_key])
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+def _prepare_models(config: BenchConfig, loaded: LoadedCheckpoint, jobs: list[_Job], sizes: list[Size],
+                    notes: list[str]) -> _Models:
+    """Export what the jobs need and build the engines of the trt jobs."""
+    needed = {j.model_key for j in jobs if j.backend != "torch"} | {(j.graph, "fp32") for j in jobs}
+    exports = ensure_models(loaded, config.models_path, needed, config.progress, config.pruning)
+    trt_keys = [j.model_key for j in jobs if j.backend == "trt"]
+    built = build_engines([exports[key] for key in trt_keys], notes, profile=sweep_profile(sizes),
+                          command=("m2ae", "bench"))
+    engines = {key: built[exports[key]] for key in trt_keys if exports[key] in built}
+    return _Models(loaded, config.pruning.resolve(loaded.config.preset), exports, engines)
 
 
 @dataclass(frozen=True)
@@ -326,6 +258,9 @@ class _Case:
     image: np.ndarray
     mask: np.ndarray
 
+    def feeds(self) -> dict[str, np.ndarray]:
+        return {INPUT_IMAGE: self.image, INPUT_MASK: self.mask}
+
 
 def _cases(config: BenchConfig, sizes: list[Size], model: torch.nn.Module) -> list[_Case]:
     """Blob masks per requested ratio, or the model's own masks on held-out images."""
@@ -334,8 +269,6 @@ def _cases(config: BenchConfig, sizes: list[Size], model: torch.nn.Module) -> li
         images = {size: rng.random((1, 3, *size), dtype=np.float32) for size in sizes}
         return [_Case(size, b, images[size], blob_mask(*size, b / 100.0, config.seed))
                 for size in sizes for b in config.blur]
-    from m2ae.model.data.synthetic import heldout_set
-
     cases = []
     with torch.no_grad():
         for size in sizes:
@@ -344,6 +277,9 @@ def _cases(config: BenchConfig, sizes: list[Size], model: torch.nn.Module) -> li
                 mask = model(image).mask.numpy()
                 cases.append(_Case(size, round(float(mask.mean()) * 100.0, 4), image.numpy(), mask))
     return cases
+
+
+# ---------------------------------------------------------------- the sweep
 
 
 @dataclass
@@ -367,165 +303,66 @@ class _Runs:
         return float(np.mean(self.powers_mw)) if self.powers_mw else None
 
 
-@dataclass(frozen=True)
-class _Job:
-    backend: str
-    variant: str
-    precision: str
-
-
-def _plan(config: BenchConfig, notes: list[str]) -> list[_Job]:
-    jobs = []
-    for backend in config.backends:
-        if backend == "torch":
-            skipped_variants = [v for v in config.variants if v not in TORCH_VARIANTS]
-            if skipped_variants:
-                notes.append(f"torch: no {'/'.join(skipped_variants)} variant (it is an ONNX lowering); skipped")
-            other = [p for p in config.precisions if p != "fp32"]
-            if other:
-                notes.append(f"torch: runs fp32 only; {'/'.join(other)} skipped")
-            if "fp32" in config.precisions:
-                jobs += [_Job(backend, v, "fp32") for v in config.variants if v in TORCH_VARIANTS]
-            continue
-        if backend == "trt":
-            reason = trt_unavailable()
-            if reason is not None:
-                notes.append(f"trt: skipped: {reason}")
-                continue
-        jobs += [_Job(backend, v, p) for v in config.variants for p in config.precisions]
-    return jobs
-
-
-def _round_sizes(sizes: tuple[Size, ...], multiple: int, min_size: int, notes: list[str]) -> list[Size]:
-    rounded: list[Size] = []
-    for h, w in sizes:
-        new = tuple(max(-(-side // multiple) * multiple, min_size) for side in (h, w))
-        if new != (h, w):
-            notes.append(f"--size {h}x{w}: rounded up to {new[0]}x{new[1]} (the network needs multiples of "
-                         f"{multiple}, at least {min_size})")
-        if new not in rounded:
-            rounded.append(new)  # type: ignore[arg-type]
-    return rounded
-
-
-class _Engines:
-    """Opens the engine of one job; raises UserError when this machine can't run it."""
-
-    def __init__(self, config: BenchConfig, models: dict[tuple[str, str], Path], sizes: list[Size],
-                 pruning: PruningConfig) -> None:
-        self.config = config
-        self.pruning = pruning
-        self.models = models
-        self.sizes = sizes
-
-    def open(self, job: _Job) -> tuple[Any, str]:
+def _time_job(engine: Engine, job: _Job, cases: list[_Case], config: BenchConfig, jetson: bool,
+              runs: dict[tuple[_Job, int], _Runs], bar: tqdm) -> None:
+    """Time ``engine`` on every case, adding each timing to ``runs``."""
+    with contextlib.ExitStack() as stack:
+        threads: int | None = None
         if job.backend == "onnx":
-            from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
-
-            return OnnxRuntimeEngine(self.models[(job.variant, job.precision)], threads=self.config.threads), "cpu"
-        if job.backend == "torch":
-            from m2ae.runtime.torch_engine import TorchEngine
-
-            device = "cuda" if _cuda_available() else "cpu"
-            engine = TorchEngine(self.config.checkpoint, pruned=job.variant == "plugin", mask_input=True,
-                                 device=device, pruning=self.pruning)
-            return engine, device
-        return self._open_trt(job), "cuda"
-
-    def _open_trt(self, job: _Job) -> Any:
-        from m2ae.engine_sidecar import Profile
-        from m2ae.export.trt_builder import BuildConfig, build_engine
-        from m2ae.runtime.trt_engine import TensorRTEngine
-
-        onnx_path = self.models[(job.variant, job.precision)]
-        low = (min(h for h, _ in self.sizes), min(w for _, w in self.sizes))
-        high = (max(h for h, _ in self.sizes), max(w for _, w in self.sizes))
-        profile = Profile(min=low, opt=self.sizes[0], max=high) if len(self.sizes) > 1 else Profile(low, low, low)
-        built = build_engine(BuildConfig(onnx=onnx_path, out=onnx_path.with_suffix(".engine"), profile=profile,
-                                         progress=False, command=("m2ae", "bench")))
-        return TensorRTEngine(built.engine_path)
+            threads = config.threads
+        elif job.backend == "torch" and job.device == "cpu":
+            threads = stack.enter_context(torch_threads(config.threads))
+        # TensorRT's infer() ends in a stream sync, so wall time is right where torch has no CUDA.
+        cuda_events = job.device == "cuda" and torch.cuda.is_available()
+        for i, case in enumerate(cases):
+            bar.set_postfix_str(f"{format_size(case.size)} blur {case.blur:g}%")
+            with PowerSampler(enabled=jetson) as power:
+                timing = time_calls(lambda: engine.infer(case.image, case.mask), config.iters, config.warmup,
+                                    cuda_events=cuda_events)
+            runs.setdefault((job, i), _Runs(job.device, threads)).add(timing, power.mean_mw)
+            bar.update(1)
 
 
-# ---------------------------------------------------------------- the sweep
-
-
-def run_benchmark(config: BenchConfig) -> BenchReport:
-    """Measure every planned job on every size and blur ratio; write the results and plots."""
-    from m2ae.model.checkpoint import load_checkpoint
-
-    check_output_dir(config.out, "--out")
-    check_output_dir(config.models_path, "--out" if config.models_dir is None else "--models")
-    for folder in (config.out, config.models_path):
-        remove_stale_temps(folder)
-    notes: list[str] = []
-    jobs = _plan(config, notes)
-    if not jobs:
-        raise UserError(f"--backends {','.join(config.backends)}: nothing can be measured here ({'; '.join(notes)})")
-    loaded = load_checkpoint(config.checkpoint)
-    sizes = _round_sizes(config.sizes, loaded.config.multiple, loaded.config.min_size, notes)
-    for note in notes:
-        tqdm.write(note)
-
-    needed = {(j.variant, j.precision) for j in jobs if j.backend != "torch"}
-    needed |= {(j.variant, "fp32") for j in jobs}  # MACs are counted on the fp32 graphs
-    models = {}
-    if needed:
-        models = ensure_models(config.checkpoint, loaded.sha256, config.models_path, needed, config.progress,
-                               config.pruning, loaded.config.preset)
-    machine = machine_info()
-    pruning = config.pruning.resolve(loaded.config.preset)
-    engines = _Engines(config, models, sizes, pruning)
-    cases = _cases(config, sizes, loaded.model)
-    # MACs first: counting runs sessions of its own, which must be gone before any timing.
-    macs = {
-        (variant, i): count_macs(models[(variant, "fp32")], {INPUT_IMAGE: case.image, INPUT_MASK: case.mask},
-                                 threads=config.threads)
-        for variant in {j.variant for j in jobs} for i, case in enumerate(cases)
-    }
-    tile = pruning.tile(0)
-    occupancy = [round(float(tile_occupancy(torch.from_numpy(case.mask), tile)) * 100.0, 4) for case in cases]
-
+def _sweep(config: BenchConfig, jobs: list[_Job], cases: list[_Case], models: _Models, jetson: bool,
+           notes: list[str]) -> dict[tuple[_Job, int], _Runs]:
+    """Every job on every case, ``config.rounds`` times; a job whose engine does not open is skipped."""
     runs: dict[tuple[_Job, int], _Runs] = {}
     skipped: set[_Job] = set()
-    bar = tqdm(total=config.rounds * len(jobs) * len(cases), unit="run", disable=not config.progress or not jobs)
+    bar = tqdm(total=config.rounds * len(jobs) * len(cases), unit="run", disable=not config.progress)
     # Rounds interleave the jobs, so slow drifts of a noisy machine fall on every variant alike.
     for _ in range(config.rounds):
         for job in jobs:
             if job in skipped:
                 bar.update(len(cases))
                 continue
-            bar.set_description(f"{job.backend}/{job.variant}/{job.precision}")
+            bar.set_description(job.name)
             try:
-                engine, device = engines.open(job)
+                engine = models.open(job, config.threads)
             except UserError as exc:
-                line = f"{job.backend}/{job.variant}/{job.precision}: skipped: {exc}"
-                notes.append(line)
-                tqdm.write(line)
+                notes.append(f"{job.name}: skipped: {exc}")
+                tqdm.write(notes[-1])
                 skipped.add(job)
                 bar.update(len(cases))
                 continue
-            with contextlib.ExitStack() as stack:
-                if hasattr(engine, "close"):
-                    stack.callback(engine.close)
-                on_cpu = device == "cpu"
-                # TensorRT's infer() ends in a stream sync, so wall time is right where torch has no CUDA.
-                cuda_events = not on_cpu and _cuda_available()
-                threads: int | None = None
-                if job.backend == "onnx":
-                    threads = config.threads
-                elif job.backend == "torch" and on_cpu:
-                    threads = stack.enter_context(torch_threads(config.threads))
-                for i, case in enumerate(cases):
-                    bar.set_postfix_str(f"{case.size[0]}x{case.size[1]} blur {case.blur:g}%")
-                    image, mask = case.image, case.mask
-                    with PowerSampler(enabled=bool(machine["is_jetson"])) as power:
-                        timing = time_calls(lambda: engine.infer(image, mask), config.iters, config.warmup,
-                                            cuda_events=cuda_events)
-                    runs.setdefault((job, i), _Runs(device, threads)).add(timing, power.mean_mw)
-                    bar.update(1)
+            with engine:
+                _time_job(engine, job, cases, config, jetson, runs, bar)
             # The closed session's spinning workers must be gone before the next measurement.
             gc.collect()
     bar.close()
+    return runs
+
+
+def _count_macs(jobs: list[_Job], cases: list[_Case], models: _Models, threads: int | None
+                ) -> dict[tuple[str, int], int]:
+    """MACs per (graph, case), on the fp32 exports."""
+    graphs = {job.graph for job in jobs}
+    return {(graph, i): count_macs(models.exports[(graph, "fp32")], case.feeds(), threads=threads)
+            for graph in graphs for i, case in enumerate(cases)}
+
+
+def _records(config: BenchConfig, runs: dict[tuple[_Job, int], _Runs], cases: list[_Case],
+             macs: dict[tuple[str, int], int], tile: int) -> list[BenchRecord]:
+    occupancy = [round(float(tile_occupancy(torch.from_numpy(case.mask), tile)) * 100.0, 4) for case in cases]
     records = []
     for (job, i), run in runs.items():
         case, timing = cases[i], run.timing()
@@ -535,95 +372,48 @@ def run_benchmark(config: BenchConfig) -> BenchReport:
             height=case.size[0], width=case.size[1],
             p50_ms=timing.percentile(50), p90_ms=timing.percentile(90), p99_ms=timing.percentile(99),
             mean_ms=timing.mean, throughput_ips=1e3 / timing.mean,
-            macs=macs[(job.variant, i)], iters=len(timing.times_ms), warmup=config.warmup,
+            macs=macs[(job.graph, i)], iters=len(timing.times_ms), warmup=config.warmup,
             threads=run.threads, device=run.device, timer=timing.timer, power_mw=run.power_mw(),
         ))
     add_speedups(records)
-    return _write_outputs(config, records, notes, machine, pruning)
+    return records
 
 
-def add_speedups(records: list[BenchRecord]) -> None:
-    """Fill ``speedup_vs_dense`` from the dense record of the same backend/precision/size/blur."""
-    dense = {(r.backend, r.precision, r.height, r.width, r.blur): r.p50_ms for r in records if r.variant == "dense"}
-    for record in records:
-        base = dense.get((record.backend, record.precision, record.height, record.width, record.blur))
-        record.speedup_vs_dense = base / record.p50_ms if base is not None and record.p50_ms > 0 else None
+def _prepare_folders(config: BenchConfig) -> None:
+    check_output_dir(config.out, "--out")
+    check_output_dir(config.models_path, "--out" if config.models_dir is None else "--models")
+    for folder in (config.out, config.models_path):
+        remove_stale_temps(folder)
 
 
-def _config_dict(config: BenchConfig) -> dict[str, Any]:
-    data = asdict(config)
-    for key in ("out", "models_dir"):
-        data[key] = None if data[key] is None else str(data[key])
-    return data
-
-
-def records_csv(records: list[BenchRecord]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(RECORD_FIELDS), lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow(asdict(record))
-    return buffer.getvalue()
+def run_benchmark(config: BenchConfig) -> BenchReport:
+    """Measure every planned job on every size and blur ratio; write the results and plots."""
+    _prepare_folders(config)
+    notes: list[str] = []
+    jobs = _plan(config, notes)
+    loaded = load_checkpoint(config.checkpoint)
+    sizes = _round_sizes(config.sizes, loaded.config, notes)
+    models = _prepare_models(config, loaded, jobs, sizes, notes)
+    for note in notes:
+        tqdm.write(note)
+    jobs = [job for job in jobs if job.backend != "trt" or job.model_key in models.engines]
+    cases = _cases(config, sizes, loaded.model)
+    # MACs first: counting runs sessions of its own, which must be gone before any timing.
+    macs = _count_macs(jobs, cases, models, config.threads)
+    machine = machine_info()
+    runs = _sweep(config, jobs, cases, models, bool(machine["is_jetson"]), notes)
+    records = _records(config, runs, cases, macs, models.pruning.tile(0))
+    return _write_outputs(config, records, notes, machine, models.pruning)
 
 
 def _write_outputs(config: BenchConfig, records: list[BenchRecord], notes: list[str],
                    machine: dict[str, Any], pruning: PruningConfig) -> BenchReport:
-    from m2ae.benchmarks.plots import write_plots
-
     out = Path(config.out)
     results_json = write_text(out / "results.json", json.dumps([asdict(r) for r in records], indent=1) + "\n")
     results_csv = write_text(out / "results.csv", records_csv(records))
     machine_json = write_text(
         out / "machine.json",
-        json.dumps({"machine": machine, "config": _config_dict(config), "notes": notes}, indent=1) + "\n",
+        json.dumps({"machine": machine, "config": config.to_dict(), "notes": notes}, indent=1) + "\n",
     )
     plots = write_plots(records, out) if config.plots and records else []
     return BenchReport(records, notes, machine, results_json, results_csv, machine_json, pruning, plots)
-
-
-def break_even_lines(records: list[BenchRecord], dense_above: float) -> list[str]:
-    """Per pruned series: the tile occupancy where its latency meets dense (linear between
-    the two measured points around the crossing), the value ``--dense-above`` should take.
-
-    Only points where the tiled body ran count (occupancy up to ``dense_above``, the
-    switch the models were exported with); a sweep with ``--dense-above 1`` whose blur
-    ratios bracket the crossing measures it.
-    """
-    series: dict[tuple[str, str, str, int, int], list[BenchRecord]] = {}
-    for r in records:
-        tiled = 0 < r.occupancy <= dense_above * 100.0
-        if r.variant != "dense" and r.speedup_vs_dense is not None and tiled:
-            series.setdefault((r.backend, r.variant, r.precision, r.height, r.width), []).append(r)
-    lines = []
-    if dense_above < 1.0 and any(r.variant != "dense" and r.occupancy > dense_above * 100.0 for r in records):
-        lines.append(f"points above {dense_above * 100:.0f}% tile occupancy ran the dense body (--dense-above "
-                     f"{dense_above}); `--dense-above 1` times the tiled body there too")
-    for (backend, variant, precision, height, width), points in series.items():
-        points.sort(key=lambda r: r.occupancy)
-        name = f"{backend}/{variant}/{precision} {height}x{width}"
-        # Latency over dense grows about linearly with occupancy: interpolate that ratio.
-        ratios = [1.0 / r.speedup_vs_dense for r in points]  # type: ignore[operator]
-        for (low, high), (below, above) in zip(zip(points, points[1:]), zip(ratios, ratios[1:])):
-            if below < 1.0 <= above:
-                t = (1.0 - below) / (above - below)
-                crossing = low.occupancy + t * (high.occupancy - low.occupancy)
-                lines.append(f"{name}: the tiled body meets dense at {crossing:.0f}% tile occupancy "
-                             f"(--dense-above {crossing / 100:.2f})")
-                break
-        else:
-            faster = all(ratio < 1.0 for ratio in ratios)
-            lines.append(f"{name}: {'faster' if faster else 'not faster'} than dense at every measured occupancy "
-                         f"({points[0].occupancy:.0f}-{points[-1].occupancy:.0f}%)")
-    return lines
-
-
-def format_table(records: list[BenchRecord]) -> str:
-    """The compact end-of-run table: one row per record."""
-    header = ("backend", "variant", "precision", "size", "blur%", "tiles%", "p50 ms", "vs dense", "GMACs")
-    rows = [header]
-    for r in records:
-        ratio = f"{1 / r.speedup_vs_dense:.3f}" if r.speedup_vs_dense else "-"
-        rows.append((r.backend, r.variant, r.precision, f"{r.height}x{r.width}", f"{r.blur:g}",
-                     f"{r.occupancy:.1f}", f"{r.p50_ms:.2f}", ratio, f"{r.macs / 1e9:.3f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows)

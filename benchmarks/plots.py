@@ -1,7 +1,7 @@
 """PNG plots of benchmark records, one set per image size.
 
 * ``latency_{H}x{W}.png``: p50 latency vs blur ratio, one line per backend/variant/precision;
-* ``speedup_{H}x{W}.png``: dense p50 / pruned p50 (plugin and portable) vs blur ratio;
+* ``speedup_{H}x{W}.png``: dense p50 / pruned p50 (plugin, portable, torch's pruned) vs blur ratio;
 * ``macs_{H}x{W}.png``: counted MACs vs blur ratio, one line per variant.
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so plotting neither
@@ -20,9 +20,9 @@ from matplotlib.figure import Figure
 from m2ae.atomic import write_with
 
 if TYPE_CHECKING:
-    from m2ae.benchmarks.latency import BenchRecord
+    from m2ae.benchmarks.latency_records import BenchRecord
 
-PRUNED = ("plugin", "portable")
+PRUNED = ("plugin", "portable", "pruned")
 LINESTYLES = ("-", "--", "-.", ":")
 
 

@@ -2,11 +2,12 @@
 
 ``python -m m2ae.benchmarks.tiled_memory`` runs, each in a fresh subprocess so that
 peaks do not mix, ``restore_image`` on a large synthetic photo (the astronaut scikit-image
-ships, repeated and locally box-blurred so the predicted mask is partial): 3000x2000
-whole, 3000x2000 in the tiles ``--max-memory`` picks, and 8000x6000 in tiles, on PyTorch
-(the checkpoint) and ONNX Runtime (its fp32 plugin export, made in a temporary folder).
-It prints, per run, the RSS before inference (libraries, model, input image), the peak
-RSS during inference (Linux's peak counter is reset first), their difference (the inference working set plus the float32 restored
+ships, repeated and locally box-blurred so the predicted mask is partial): 2000x3000
+(height x width, as every m2ae size) whole, 2000x3000 in the tiles ``--max-memory``
+picks, and 6000x8000 in tiles, on PyTorch (the checkpoint) and ONNX Runtime (its fp32
+plugin export, made in a temporary folder). It prints, per run, the RSS before inference
+(libraries, model, input image), the peak RSS during inference (Linux's peak counter is
+reset first), their difference (the inference working set plus the float32 restored
 image and mask it returns, 13 bytes per image pixel) per image pixel and per pixel of
 the largest engine input, the windows and the time.
 
@@ -30,9 +31,11 @@ from typing import Sequence
 
 import numpy as np
 
+from m2ae.cli_args import Size, format_size, parse_names, parse_size
 from m2ae.errors import UserError
 
 UNLIMITED = 1 << 50  # a --max-memory no image reaches: whole-image inference
+BACKENDS = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -137,20 +140,31 @@ def _print(measurement: Measurement, label: str) -> None:
     m = measurement
     height, width = (int(side) for side in m.window.split("x"))
     print(
-        f"| {m.backend} | {m.width}x{m.height} | {label} | {m.windows} x {m.window} | {_mib(m.rss_before)} | "
-        f"{_mib(m.rss_peak)} | {_mib(m.working_set)} | {m.working_set / (m.height * m.width):.0f} | "
+        f"| {m.backend} | {format_size((m.height, m.width))} | {label} | {m.windows} x {m.window} | "
+        f"{_mib(m.rss_before)} | {_mib(m.rss_peak)} | {_mib(m.working_set)} | "
+        f"{m.working_set / (m.height * m.width):.0f} | "
         f"{m.working_set / (height * width):.0f} | {m.seconds:.0f} | {100 * m.blurred:.0f}% |",
         flush=True,
     )
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    """``WxH`` (width first, as photos are named) -> (height, width)."""
-    try:
-        width, height = (int(side) for side in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"{text!r}: give sizes as WIDTHxHEIGHT, e.g. 3000x2000") from None
-    return height, width
+def _sizes(text: str, option: str) -> list[Size]:
+    return [parse_size(size, option) for size in parse_names(text, option)]
+
+
+def _plan(args: argparse.Namespace) -> tuple[tuple[str, ...], list[tuple[Size, int, str]]]:
+    """The backends, and per run: image size, memory budget and label."""
+    from m2ae.runtime.tiling import parse_memory
+
+    budget = parse_memory(args.max_memory)
+    backends = parse_names(args.backends, "--backends", choices=BACKENDS)
+    if args.calibrate:
+        return backends, [((side, side), UNLIMITED, "whole") for side in (1024, 2048)]
+    tiled = f"tiled, {args.max_memory}"
+    runs: list[tuple[Size, int, str]] = []
+    for size in _sizes(args.whole, "--whole"):
+        runs += [(size, UNLIMITED, "whole"), (size, budget, tiled)]
+    return backends, runs + [(size, budget, tiled) for size in _sizes(args.tiled, "--tiled")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,8 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="tiny", help="checkpoint for PyTorch and the ONNX export (default tiny)")
     parser.add_argument("--onnx", help="an ONNX model for ONNX Runtime (default: export the checkpoint's plugin fp32)")
     parser.add_argument("--backends", default="torch,onnx", help="torch, onnx or both (default)")
-    parser.add_argument("--whole", default="3000x2000", help="sizes run whole and tiled, comma-separated WxH")
-    parser.add_argument("--tiled", default="8000x6000", help="sizes run tiled only")
+    parser.add_argument("--whole", default="2000x3000",
+                        help="sizes run whole and tiled, comma-separated HEIGHTxWIDTH (default 2000x3000)")
+    parser.add_argument("--tiled", default="6000x8000", help="sizes run tiled only, HEIGHTxWIDTH (default 6000x8000)")
     parser.add_argument("--max-memory", default="2GB", help="budget the tiled runs get (default 2GB)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--calibrate", action="store_true", help="whole 1024^2 and 2048^2 images: bytes per pixel")
@@ -169,20 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         print(json.dumps(asdict(_child(Case(**json.loads(args.child))))))
         return 0
-
-    from m2ae.runtime.tiling import parse_memory
-
-    budget = parse_memory(args.max_memory)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if set(backends) - {"torch", "onnx"}:
-        raise UserError(f"--backends {args.backends}: choose from torch, onnx")
-    runs: list[tuple[tuple[int, int], int, str]] = []
-    if args.calibrate:
-        runs = [((side, side), UNLIMITED, "whole") for side in (1024, 2048)]
-    else:
-        for text in filter(None, args.whole.split(",")):
-            runs += [(_parse_size(text), UNLIMITED, "whole"), (_parse_size(text), budget, f"tiled, {args.max_memory}")]
-        runs += [(_parse_size(text), budget, f"tiled, {args.max_memory}") for text in filter(None, args.tiled.split(","))]
+    try:
+        backends, runs = _plan(args)
+    except UserError as exc:
+        print(f"tiled_memory: {exc}", file=sys.stderr)
+        return 2
 
     with tempfile.TemporaryDirectory() as scratch:
         models = {"torch": args.checkpoint}

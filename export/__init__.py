@@ -6,7 +6,7 @@ network; ``pruned``: the pruned forward on block-sparse tiles, built on the m2ae
 ``m2ae export``), the pruned ones joined by ``compose``; ``precision`` makes fp16 and
 int8 QDQ ONNX from the fp32 export, with ``calibration`` images; ``trt_check`` checks
 an ONNX offline against a TensorRT version's parser and builder rules (``trt_rules``;
-``check_cli``: ``m2ae check``); ``trt_builder`` turns an ONNX into a TensorRT engine
-(``build_cli``: ``m2ae build``), cached by ``engine_cache`` and tuned to the machine
+``commands``: ``m2ae check``); ``trt_builder`` turns an ONNX into a TensorRT engine
+(``commands``: ``m2ae build``), cached by ``engine_cache`` and tuned to the machine
 ``m2ae.platform_info`` detects (desktop GPU, Jetson Orin or Thor).
 """

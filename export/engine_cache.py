@@ -3,8 +3,7 @@
 ``EngineCache`` keeps engines (``<cache_key>.engine`` with their sidecars, see
 ``m2ae.engine_sidecar``) and TensorRT timing caches in one folder
 (``~/.cache/m2ae/engines`` unless ``M2AE_CACHE_DIR`` or an argument says otherwise).
-``parse_profile`` and ``complete_profile`` turn ``HxW`` options into a validated
-``Profile``.
+``complete_profile`` turns the ``HxW`` options given into a validated ``Profile``.
 """
 
 from __future__ import annotations
@@ -16,36 +15,21 @@ from pathlib import Path
 from typing import Mapping
 
 from m2ae import atomic
-from m2ae.engine_sidecar import Profile, Shape, Sidecar, format_shape, sidecar_path
+from m2ae.cli_args import Size, format_size, parse_size
+from m2ae.engine_sidecar import Profile, Sidecar, sidecar_path
 from m2ae.errors import UserError
+from m2ae.padding import padded_size
 
 CACHE_DIR_ENV = "M2AE_CACHE_DIR"
-
-_SHAPE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
-
-
-def parse_shape(text: str, option: str = "shape") -> Shape:
-    """``"720x1280"`` -> ``(720, 1280)`` (height x width)."""
-    match = _SHAPE_RE.match(text)
-    if not match:
-        raise UserError(f"{option} {text!r}: expected HEIGHTxWIDTH, for example 720x1280")
-    height, width = int(match.group(1)), int(match.group(2))
-    if height <= 0 or width <= 0:
-        raise UserError(f"{option} {text!r}: height and width must be positive")
-    return height, width
-
-
-def round_up_shape(shape: Shape, multiple: int) -> Shape:
-    return tuple(-(-side // multiple) * multiple for side in shape)  # type: ignore[return-value]
 
 
 def validate_profile(profile: Profile, multiple: int = 1, min_size: int = 1) -> Profile:
     """Check min <= opt <= max per dimension, every side a multiple of ``multiple`` and at
     least ``min_size`` (the network's smallest input, from its ``m2ae.min_size`` metadata)."""
     if min(profile.min) < min_size:
-        fixed = format_shape(round_up_shape(tuple(max(side, min_size) for side in profile.min), multiple))
+        fixed = format_size(padded_size(*(max(side, min_size) for side in profile.min), multiple))
         raise UserError(
-            f"--min {format_shape(profile.min)}: height and width must be at least {min_size} "
+            f"--min {format_size(profile.min)}: height and width must be at least {min_size} "
             f"(the network's m2ae.min_size); try --min {fixed}"
         )
     for dim, name in enumerate(("height", "width")):
@@ -59,19 +43,13 @@ def validate_profile(profile: Profile, multiple: int = 1, min_size: int = 1) -> 
     return profile
 
 
-def check_multiple(option: str, shape: Shape, multiple: int) -> None:
+def check_multiple(option: str, shape: Size, multiple: int) -> None:
     if shape[0] % multiple or shape[1] % multiple:
-        fixed = format_shape(round_up_shape(shape, multiple))
+        fixed = format_size(padded_size(*shape, multiple))
         raise UserError(
-            f"{option} {format_shape(shape)}: height and width must be multiples of {multiple} "
+            f"{option} {format_size(shape)}: height and width must be multiples of {multiple} "
             f"(the network's m2ae.multiple); try {fixed}"
         )
-
-
-def parse_profile(min: str, opt: str, max: str, multiple: int = 1, min_size: int = 1) -> Profile:  # noqa: A002
-    """Parse ``HxW`` strings into a validated ``Profile``."""
-    profile = Profile(min=parse_shape(min, "--min"), opt=parse_shape(opt, "--opt"), max=parse_shape(max, "--max"))
-    return validate_profile(profile, multiple, min_size)
 
 
 def complete_profile(
@@ -88,7 +66,7 @@ def complete_profile(
     rather than failing on an opt above the max.
     """
     given = {
-        name: parse_shape(text, f"--{name}") if text is not None else None
+        name: parse_size(text, f"--{name}") if text is not None else None
         for name, text in (("min", min), ("opt", opt), ("max", max))
     }
 
@@ -103,7 +81,7 @@ def complete_profile(
     return validate_profile(Profile(min=low, opt=mid, max=high), multiple, min_size)
 
 
-def _elementwise(shape: Shape, bound: Shape | None, pick_smaller: bool) -> Shape:
+def _elementwise(shape: Size, bound: Size | None, pick_smaller: bool) -> Size:
     if bound is None:
         return shape
     pick = (lambda a, b: a if a <= b else b) if pick_smaller else (lambda a, b: a if a >= b else b)

@@ -36,10 +36,16 @@ from m2ae.export.compose import compose
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from m2ae.model.network import M2AENet
-from m2ae.model.pruned import DenseBody, DenseGraph, MaskHead, PrunedBody, PruningConfig, PruningOptions
-from m2ae.model.receptive_field import receptive_field
+from m2ae.model.pruned import (
+    DenseBody,
+    DenseGraph,
+    MaskHead,
+    PrunedBody,
+    PruningConfig,
+    PruningOptions,
+    checkpoint_info,
+)
 from m2ae.model.reparam import deploy_form
-from m2ae.model_info import ModelInfo
 from m2ae.trt_plugins import DOMAIN
 from m2ae.trt_plugins.onnx_ops import lower_to_standard_ops
 from m2ae.trt_plugins.torch_ops import register_onnx_symbolics
@@ -53,7 +59,8 @@ MAX_OPSET = 20
 
 @dataclass(frozen=True)
 class ExportConfig:
-    checkpoint: str = "tiny"
+    #: a checkpoint file, ``tiny`` for the shipped one, or one already loaded (an orchestrator loads it once)
+    checkpoint: str | Path | LoadedCheckpoint = "tiny"
     out: Path = Path("onnx")
     variants: tuple[str, ...] = VARIANTS
     precisions: tuple[str, ...] = ("fp32",)
@@ -105,8 +112,9 @@ def _trace(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outpu
     register_onnx_symbolics(opset)
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
-        # Tracing warns about data-dependent shapes (NonZero); they are dynamic by design.
-        warnings.simplefilter("ignore")
+        # Tracing warns where the network checks a given mask's shape (a Python bool of traced
+        # sizes): a check, not data flow. Only that: the exporter's own DeprecationWarning stays.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             module.eval(), args, buffer, dynamo=False, opset_version=opset,
             input_names=inputs, output_names=outputs,
@@ -122,11 +130,11 @@ def _trace(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outpu
     return model
 
 
-def _trace_dense(model: M2AENet, multiple: int, mask_input: bool, opset: int) -> onnx.ModelProto:
-    image, mask = _example_inputs(multiple)
+def _trace_dense(deployed: M2AENet, mask_input: bool, opset: int) -> onnx.ModelProto:
+    image, mask = _example_inputs(deployed.config.multiple)
     args = (image, mask) if mask_input else (image,)
     inputs = [INPUT_IMAGE, INPUT_MASK] if mask_input else [INPUT_IMAGE]
-    return _trace(DenseGraph(model), args, inputs, [OUTPUT_RESTORED, OUTPUT_MASK], opset)
+    return _trace(DenseGraph(deployed), args, inputs, [OUTPUT_RESTORED, OUTPUT_MASK], opset)
 
 
 @dataclass(frozen=True)
@@ -143,9 +151,8 @@ class PrunedParts:
         return simplify(lower_to_standard_ops(self.tiled))
 
 
-def _trace_pruned_parts(model: M2AENet, pruning: PruningConfig, mask_input: bool, opset: int) -> PrunedParts:
-    deployed = deploy_form(model)
-    image, mask = _example_inputs(model.config.multiple)
+def _trace_pruned_parts(deployed: M2AENet, pruning: PruningConfig, mask_input: bool, opset: int) -> PrunedParts:
+    image, mask = _example_inputs(deployed.config.multiple)
     body_io = ([INPUT_IMAGE, OUTPUT_MASK], [OUTPUT_RESTORED])
     head = None
     if not mask_input:
@@ -170,28 +177,8 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _metadata(loaded: LoadedCheckpoint, variant: str, precision: str, config: ExportConfig) -> dict[str, str]:
-    model_config = loaded.config
-    pruning = config.pruning.resolve(model_config.preset) if variant != "dense" else None
-    info = ModelInfo(
-        multiple=model_config.multiple,
-        min_size=model_config.min_size,
-        variant=variant,
-        precision=precision,
-        mask_input=config.mask_input,
-        preset=model_config.preset,
-        # the halo tiled inference needs (m2ae.runtime.tiling), known without the checkpoint
-        receptive_field=receptive_field(model_config),
-        threshold=model_config.threshold,
-        mask_dilation=model_config.mask_dilation,
-        opset=config.opset,
-        tiles=None if pruning is None else tuple(pruning.tile(s) for s in range(model_config.num_scales)),
-        dense_above=None if pruning is None else pruning.dense_above,
-        blocks_per_gather=None if pruning is None else pruning.blocks_per_gather,
-        version=__version__,
-        checkpoint=loaded.path.name,
-        checkpoint_sha256=loaded.sha256,
-    )
-    return info.to_metadata()
+    pruning = config.pruning.resolve(loaded.config.preset) if variant != "dense" else None
+    return checkpoint_info(loaded, variant, pruning, precision, config.mask_input, config.opset).to_metadata()
 
 
 def _calibration_images(loaded: LoadedCheckpoint, config: ExportConfig) -> list[np.ndarray]:
@@ -245,14 +232,16 @@ def export_models(config: ExportConfig) -> list[ExportedModel]:
     steps.set_postfix_str("tracing")
     pruned_variants = [v for v in ("plugin", "portable") if v in config.variants]
     pruning = config.pruning.resolve(model_config.preset)
+    # Every traced part is of this one deployed network.
+    deployed = deploy_form(loaded.model)
     parts = None
     tiled: dict[str, onnx.ModelProto] = {}
     if pruned_variants:
-        parts = _trace_pruned_parts(loaded.model, pruning, config.mask_input, config.opset)
+        parts = _trace_pruned_parts(deployed, pruning, config.mask_input, config.opset)
         tiled = {v: parts.tiled if v == "plugin" else parts.portable for v in pruned_variants}
     dense = None
     if "dense" in config.variants:
-        dense = simplify(_trace_dense(loaded.model, model_config.multiple, config.mask_input, config.opset))
+        dense = simplify(_trace_dense(deployed, config.mask_input, config.opset))
     steps.update(1)
 
     images: list[np.ndarray] = []

@@ -23,11 +23,14 @@ from types import ModuleType
 from typing import Callable
 
 from m2ae import __version__, atomic
-from m2ae.engine_sidecar import EngineKey, Profile, Shape, Sidecar, cache_key, format_shape, sidecar_path
+from m2ae.cli_args import Size, format_size
+from m2ae.engine_sidecar import EngineKey, Profile, Sidecar, cache_key, sidecar_path
 from m2ae.errors import UserError
-from m2ae.export.engine_cache import EngineCache, round_up_shape, validate_profile
-from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, metadata_int
+from m2ae.export.engine_cache import EngineCache, validate_profile
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK
 from m2ae.hashing import file_sha256
+from m2ae.model_info import ModelInfo
+from m2ae.padding import padded_size
 from m2ae.platform_info import PlatformInfo, detect_platform, require_gpu, require_tensorrt
 from m2ae.trt_plugins import DOMAIN
 from m2ae.trt_plugins.onnx_ops import has_custom_ops
@@ -53,25 +56,14 @@ class OnnxInfo:
 
     path: Path
     sha256: str
-    metadata: dict[str, str]
+    #: the m2ae metadata; ``mask_input`` as the graph's inputs have it
+    model: ModelInfo
     inputs: dict[str, tuple[int | str, ...]]  # name -> dims (int, or a symbolic name)
     uses_m2ae_ops: bool
 
-    @property
-    def multiple(self) -> int:
-        return metadata_int(self.metadata, "m2ae.multiple", 1, self.path)
-
-    @property
-    def precision(self) -> str | None:
-        return self.metadata.get("m2ae.precision")
-
-    @property
-    def min_size(self) -> int:
-        """The smallest H and W the network takes (``m2ae.min_size``; 1 when not recorded)."""
-        return metadata_int(self.metadata, "m2ae.min_size", 1, self.path)
-
 
 def read_onnx_info(path: str | Path) -> OnnxInfo:
+    """UserError for a missing or unreadable file, and for an ONNX m2ae did not export."""
     import onnx
 
     path = Path(path)
@@ -92,10 +84,12 @@ def read_onnx_info(path: str | Path) -> OnnxInfo:
     uses_ops = has_custom_ops(model) or any(
         node.domain == DOMAIN for function in model.functions for node in function.node
     )
+    metadata = ModelInfo.from_metadata({prop.key: prop.value for prop in model.metadata_props}, path)
     return OnnxInfo(
         path=path.resolve(),
         sha256=file_sha256(path),
-        metadata={prop.key: prop.value for prop in model.metadata_props},
+        # The graph decides, as the runtime's engines do: metadata may predate m2ae.mask_input.
+        model=replace(metadata, mask_input=INPUT_MASK in inputs),
         inputs=inputs,
         uses_m2ae_ops=uses_ops,
     )
@@ -128,9 +122,7 @@ def build_defaults(platform: PlatformInfo, multiple: int = 1, min_size: int = 1)
     else:
         low, opt, high, workspace = _DESKTOP_DEFAULTS
     # Rounding up keeps the named resolution inside the profile after padding to `multiple`.
-    profile = Profile(
-        *(round_up_shape((max(h, min_size), max(w, min_size)), multiple) for h, w in (low, opt, high))
-    )
+    profile = Profile(*(padded_size(max(h, min_size), max(w, min_size), multiple) for h, w in (low, opt, high)))
     return BuildDefaults(profile=profile, workspace_mib=workspace)
 
 
@@ -173,7 +165,7 @@ def check_dla_request(
         raise UserError(f"--dla {dla_core}: Jetson Thor has no DLA cores (Orin has them); drop --dla")
     # DLA has no dynamic shapes: a layer with a dynamic dimension would silently fall back to the GPU.
     if profile is not None and not profile.is_static:
-        side = format_shape(profile.opt)
+        side = format_size(profile.opt)
         raise UserError(
             f"--dla {dla_core}: DLA runs fixed sizes only, and the profile is {profile}; "
             f"build one size with --min {side} --opt {side} --max {side}"
@@ -207,13 +199,13 @@ def input_profile_shapes(
         channels = c if isinstance(c, int) and c > 0 else _INPUT_CHANNELS[name]
         fixed_hw = (h, w) if all(isinstance(d, int) and d > 0 for d in (h, w)) else None
         if fixed_hw is not None and not profile.min == profile.opt == profile.max == fixed_hw:
-            side = f"{fixed_hw[0]}x{fixed_hw[1]}"
+            side = format_size(fixed_hw)
             raise UserError(
                 f"{onnx_path}: input {name!r} has a fixed size {side}; "
                 f"build with --min {side} --opt {side} --max {side}"
             )
 
-        def nchw(hw: Shape) -> tuple[int, ...]:
+        def nchw(hw: Size) -> tuple[int, ...]:
             return (batch, channels, hw[0], hw[1])
 
         shapes[name] = (nchw(profile.min), nchw(profile.opt), nchw(profile.max))
@@ -260,8 +252,7 @@ def _load_plugin(plugin: str, info: OnnxInfo) -> str | None:
     from m2ae.trt_plugins.loader import load
 
     library = load(None if plugin == PLUGIN_AUTO else plugin)
-    # The loader opens the library by its resolved path, which ctypes keeps as _name.
-    return str(Path(library._name).resolve())
+    return str(library.path)
 
 
 def _progress_monitor(trt: ModuleType):
@@ -426,32 +417,62 @@ def _write_engine(write: Callable[[Path], object], sidecar: Sidecar, out: Path) 
     return out
 
 
-def build_engine(config: BuildConfig, platform: PlatformInfo | None = None) -> BuildResult:
-    """Build (or take from the cache) the engine for ``config`` and write it with its sidecar."""
-    info = read_onnx_info(config.onnx)
+def _check_numbers(config: BuildConfig) -> None:
     if config.batch < 1:
         raise UserError(f"--batch {config.batch}: must be 1 or more")
     if config.workspace_mib is not None and config.workspace_mib < 1:
         raise UserError(f"--workspace {config.workspace_mib}: must be a positive number of MiB")
-    platform = platform or detect_platform()
-    defaults = build_defaults(platform, info.multiple, info.min_size)
-    profile = validate_profile(config.profile or defaults.profile, info.multiple, info.min_size)
+
+
+def choose_profile(config: BuildConfig, info: OnnxInfo, platform: PlatformInfo) -> tuple[Profile, int | None]:
+    """The profile and workspace (MiB) to build with: the config's, else this machine's defaults."""
+    defaults = build_defaults(platform, info.model.multiple, info.model.min_size)
+    profile = validate_profile(config.profile or defaults.profile, info.model.multiple, info.model.min_size)
     workspace = config.workspace_mib if config.workspace_mib is not None else defaults.workspace_mib
-    # Every option is checked before TensorRT is needed, so a mistake shows on any machine
-    # and a bad profile fails in milliseconds instead of after parsing the network.
+    return profile, workspace
+
+
+def check_request(config: BuildConfig, info: OnnxInfo, profile: Profile, platform: PlatformInfo) -> None:
+    """Refuse what cannot build before TensorRT is needed: a mistake shows on any machine,
+    and a bad profile fails in milliseconds instead of after parsing the network."""
     input_profile_shapes(info.inputs, profile, config.batch, info.path)
-    check_dla_request(config.dla_core, platform, profile, info.precision, config.fp16)
-    check_fp16_request(config.fp16, info.precision, info.path)
+    check_dla_request(config.dla_core, platform, profile, info.model.precision, config.fp16)
+    check_fp16_request(config.fp16, info.model.precision, info.path)
+
+
+def _open_tensorrt(config: BuildConfig, info: OnnxInfo, platform: PlatformInfo) -> tuple[ModuleType, bool]:
+    """TensorRT, and whether to build strongly typed; UserError for what this TensorRT would refuse."""
     trt = require_tensorrt(platform)
     require_gpu(platform)
-    strongly_typed = strongly_typed_for(config.fp16, info.precision, tensorrt_major(trt.__version__), info.path)
+    strongly_typed = strongly_typed_for(config.fp16, info.model.precision, tensorrt_major(trt.__version__), info.path)
     # `m2ae check` against this TensorRT's rules: what would fail the parse or the build
     # stops here (UserError), before TensorRT parses anything.
     from m2ae.export.trt_check import check_before_build
 
     for warning in check_before_build(info.path, trt.__version__):
         print(f"m2ae build: {warning}", file=sys.stderr)
+    return trt, strongly_typed
 
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """One engine to build, every choice made: the cache key and what it does not hold."""
+
+    info: OnnxInfo
+    key: EngineKey
+    strongly_typed: bool
+    plugin_path: str | None
+
+
+def plan_build(config: BuildConfig, platform: PlatformInfo | None = None) -> tuple[ModuleType, BuildPlan]:
+    """Read the ONNX, check the request (all before TensorRT is needed), then open TensorRT
+    and the plugin and make the engine's cache key; returns TensorRT and the plan."""
+    info = read_onnx_info(config.onnx)
+    _check_numbers(config)
+    platform = platform or detect_platform()
+    profile, workspace = choose_profile(config, info, platform)
+    check_request(config, info, profile, platform)
+    trt, strongly_typed = _open_tensorrt(config, info, platform)
     plugin_path = _load_plugin(config.plugin, info)
     key = EngineKey(
         onnx_sha256=info.sha256,
@@ -465,28 +486,41 @@ def build_engine(config: BuildConfig, platform: PlatformInfo | None = None) -> B
         dla_core=config.dla_core,
         workspace_mib=workspace,
     )
-    key_hash = cache_key(key)
-    cache = EngineCache.at(config.cache_dir)
+    return trt, BuildPlan(info, key, strongly_typed, plugin_path)
+
+
+def _result(out: Path, sidecar: Sidecar, cached: bool) -> BuildResult:
+    return BuildResult(engine_path=out, sidecar_path=sidecar_path(out), sidecar=sidecar, cached=cached)
+
+
+def _copy_from_cache(cache: EngineCache, plan: BuildPlan, config: BuildConfig) -> BuildResult | None:
+    """The cached engine of ``plan``, copied to the output path with its sidecar; None on a miss."""
+    cached = cache.lookup(cache_key(plan.key))
+    if cached is None:
+        return None
+    sidecar = Sidecar.read(sidecar_path(cached))
     out = config.out_path
+    if out.resolve() != cached.resolve():
+        sidecar = replace(sidecar, onnx_path=str(plan.info.path), command=list(config.command))
+        _write_engine(lambda tmp: shutil.copyfile(cached, tmp), sidecar, out)
+    return _result(out, sidecar, cached=True)
 
-    cached = cache.lookup(key_hash) if config.use_cache else None
-    if cached is not None:
-        sidecar = Sidecar.read(sidecar_path(cached))
-        if out.resolve() != cached.resolve():
-            sidecar = replace(sidecar, onnx_path=str(info.path), command=list(config.command))
-            _write_engine(lambda tmp: shutil.copyfile(cached, tmp), sidecar, out)
-        return BuildResult(engine_path=out, sidecar_path=sidecar_path(out), sidecar=sidecar, cached=True)
 
+def _build_new(trt: ModuleType, cache: EngineCache, plan: BuildPlan, config: BuildConfig) -> BuildResult:
+    """Build the engine of ``plan``; write it (and, with the cache on, its cache entry) with its sidecar."""
+    key = plan.key
     timing_path = cache.timing_cache_path(key.tensorrt_version, key.gpu_name, key.compute_capability)
     start = time.perf_counter()
-    engine_bytes = _build_serialized(trt, info, key, strongly_typed, plugin_path, timing_path, config.progress)
+    engine_bytes = _build_serialized(
+        trt, plan.info, key, plan.strongly_typed, plan.plugin_path, timing_path, config.progress
+    )
     sidecar = Sidecar(
         key=key,
-        cache_key=key_hash,
-        onnx_path=str(info.path),
-        onnx_metadata=info.metadata,
-        strongly_typed=strongly_typed,
-        plugin_path=plugin_path,
+        cache_key=cache_key(key),
+        onnx_path=str(plan.info.path),
+        onnx_metadata=plan.info.model.to_metadata(),
+        strongly_typed=plan.strongly_typed,
+        plugin_path=plan.plugin_path,
         build_seconds=round(time.perf_counter() - start, 3),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         command=list(config.command),
@@ -494,5 +528,17 @@ def build_engine(config: BuildConfig, platform: PlatformInfo | None = None) -> B
     )
     if config.use_cache:
         cache.store(engine_bytes, sidecar)
-    _write_engine(lambda tmp: tmp.write_bytes(engine_bytes), sidecar, out)
-    return BuildResult(engine_path=out, sidecar_path=sidecar_path(out), sidecar=sidecar, cached=False)
+    out = _write_engine(lambda tmp: tmp.write_bytes(engine_bytes), sidecar, config.out_path)
+    return _result(out, sidecar, cached=False)
+
+
+def build_engine(config: BuildConfig, platform: PlatformInfo | None = None) -> BuildResult:
+    """Build (or take from the cache) the engine for ``config`` and write it with its sidecar.
+
+    The steps: ``plan_build`` (read the ONNX, check the request, choose the profile, open
+    TensorRT, make the cache key), then ``_copy_from_cache`` or ``_build_new``.
+    """
+    trt, plan = plan_build(config, platform)
+    cache = EngineCache.at(config.cache_dir)
+    cached = _copy_from_cache(cache, plan, config) if config.use_cache else None
+    return cached or _build_new(trt, cache, plan, config)

@@ -15,8 +15,6 @@ from m2ae.errors import UserError
 _COMMAND_MODULES = (
     "m2ae.model.commands",
     "m2ae.export.commands",
-    "m2ae.export.check_cli",
-    "m2ae.export.build_cli",
     "m2ae.trt_plugins.commands",
     "m2ae.runtime.commands",
     "m2ae.benchmarks.commands",

@@ -34,10 +34,11 @@ def format_size(size: Sequence[int]) -> str:
     return "x".join(str(side) for side in size)
 
 
-def parse_names(text: str, option: str, choices: Sequence[str] | None = None) -> tuple[str, ...]:
-    """A comma-separated list, blanks dropped, duplicates removed in order; with ``choices``,
-    every name must be one of them."""
-    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+def parse_names(text: str, option: str, choices: Sequence[str] | None = None, unique: bool = True) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped, duplicates removed in order (kept where the
+    position counts: ``unique=False``); with ``choices``, every name must be one of them."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    names = tuple(dict.fromkeys(names)) if unique else names
     if not names:
         raise UserError(f"{option}: empty list" + (f"; choose from {', '.join(choices)}" if choices else ""))
     if choices is not None:
@@ -47,12 +48,14 @@ def parse_names(text: str, option: str, choices: Sequence[str] | None = None) ->
     return names
 
 
-def parse_numbers(text: str, option: str, kind: Callable[[str], T] = float, what: str = "a number") -> tuple[T, ...]:
-    """A comma-separated list of numbers (``kind`` int or float), duplicates removed in order."""
+def parse_numbers(text: str, option: str, kind: Callable[[str], T] = float, what: str = "a number",
+                  unique: bool = True) -> tuple[T, ...]:
+    """A comma-separated list of numbers (``kind`` int or float), duplicates removed in order
+    unless ``unique=False``."""
     values = []
-    for item in parse_names(text, option):
+    for item in parse_names(text, option, unique=unique):
         try:
             values.append(kind(item))
         except ValueError:
             raise UserError(f"{option} {item!r}: not {what}") from None
-    return tuple(dict.fromkeys(values))
+    return tuple(dict.fromkeys(values)) if unique else tuple(values)

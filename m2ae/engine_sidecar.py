@@ -21,36 +21,31 @@ from pathlib import Path
 from typing import Mapping
 
 from m2ae import atomic
+from m2ae.cli_args import Size, format_size
 from m2ae.errors import UserError
 
 SIDECAR_FORMAT = 1
 # Bump when the builder changes what it puts into an engine, to retire old cache entries.
 KEY_SCHEMA = 2  # 2: fp32 layers built without TF32
 
-Shape = tuple[int, int]  # (H, W)
-
-
-def format_shape(shape: Shape) -> str:
-    return f"{shape[0]}x{shape[1]}"
-
 
 @dataclass(frozen=True)
 class Profile:
     """One TensorRT optimisation profile over the image's height and width."""
 
-    min: Shape
-    opt: Shape
-    max: Shape
+    min: Size
+    opt: Size
+    max: Size
 
     def __str__(self) -> str:
-        return f"min {format_shape(self.min)}, opt {format_shape(self.opt)}, max {format_shape(self.max)}"
+        return f"min {format_size(self.min)}, opt {format_size(self.opt)}, max {format_size(self.max)}"
 
     def to_dict(self) -> dict[str, list[int]]:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Profile:
-        def shape(name: str) -> Shape:
+        def shape(name: str) -> Size:
             value = data[name]
             if not isinstance(value, (list, tuple)) or len(value) != 2:
                 raise ValueError(f"profile {name} must be [H, W], got {value!r}")
@@ -59,10 +54,7 @@ class Profile:
         return cls(min=shape("min"), opt=shape("opt"), max=shape("max"))
 
     def cli_args(self) -> list[str]:
-        return ["--min", format_shape(self.min), "--opt", format_shape(self.opt), "--max", format_shape(self.max)]
-
-    def contains(self, shape: Shape) -> bool:
-        return all(lo <= side <= hi for lo, side, hi in zip(self.min, shape, self.max))
+        return ["--min", format_size(self.min), "--opt", format_size(self.opt), "--max", format_size(self.max)]
 
     @property
     def is_static(self) -> bool:

@@ -8,6 +8,10 @@ is ``None``. The GPU is queried through the CUDA driver library with ctypes, so 
 Python CUDA package is needed. The builder (``m2ae.export``) and the runtime
 (``m2ae.runtime``) both need this, so it lives here with the install hints and the
 ``require_*`` checks that turn a missing piece into one clear ``UserError``.
+
+"Can TensorRT run here?" has one answer: ``tensorrt_module`` is the only import of
+``tensorrt`` that may fail, and ``tensorrt_unavailable`` says why engines cannot be built
+or run on this machine (None where they can); commands, benchmarks and test markers ask it.
 """
 
 from __future__ import annotations
@@ -98,12 +102,24 @@ def is_jetson(release_file: Path = JETSON_RELEASE_FILE, device_name: str | None 
     return any(hint in lowered for hint in _TEGRA_NAME_HINTS)
 
 
-def tensorrt_version() -> str | None:
+def _import_tensorrt() -> ModuleType | str:
+    """The ``tensorrt`` module, or why importing it failed."""
     try:
-        trt = importlib.import_module("tensorrt")
-    except (ImportError, OSError):
-        return None
-    return str(getattr(trt, "__version__", None) or "") or None
+        return importlib.import_module("tensorrt")
+    except (ImportError, OSError) as exc:  # OSError: the package is there, its libnvinfer is not
+        return str(exc)
+
+
+def tensorrt_module() -> ModuleType | None:
+    """The ``tensorrt`` module, or None where it is not installed or its libraries do not load."""
+    module = _import_tensorrt()
+    return None if isinstance(module, str) else module
+
+
+def tensorrt_version() -> str | None:
+    """``tensorrt.__version__``, or None without a usable TensorRT."""
+    trt = tensorrt_module()
+    return None if trt is None else str(getattr(trt, "__version__", None) or "") or None
 
 
 def _format_cuda_version(version: int) -> str:
@@ -280,14 +296,13 @@ def install_hint(platform: PlatformInfo) -> str:
 
 def require_tensorrt(platform: PlatformInfo | None = None) -> ModuleType:
     """Import TensorRT, or raise UserError saying how to install it on this machine."""
-    try:
-        import tensorrt
-    except (ImportError, OSError) as exc:
+    module = _import_tensorrt()
+    if isinstance(module, str):
         platform = platform or detect_platform()
         raise UserError(
-            f"TensorRT is not installed ({exc}); install it with: {install_hint(platform)}{no_gpu_note(platform)}"
-        ) from None
-    return tensorrt
+            f"TensorRT is not installed ({module}); install it with: {install_hint(platform)}{no_gpu_note(platform)}"
+        )
+    return module
 
 
 def _missing_gpu(platform: PlatformInfo) -> str:
@@ -305,3 +320,16 @@ def require_gpu(platform: PlatformInfo) -> None:
             f"TensorRT needs an NVIDIA GPU and {_missing_gpu(platform)}; run this on a machine with one "
             "(`nvidia-smi` should list it, on Jetson the GPU comes with JetPack)"
         )
+
+
+def tensorrt_unavailable(platform: PlatformInfo | None = None, running: bool = True) -> str | None:
+    """Why TensorRT engines cannot be built (``running=False``) or built and run here, or
+    None where they can: TensorRT and a GPU build them, running also needs a CUDA binding."""
+    platform = platform or detect_platform()
+    if platform.tensorrt_version is None:
+        return f"TensorRT is not installed; install it with: {install_hint(platform)}"
+    if not platform.has_gpu:
+        return f"TensorRT needs an NVIDIA GPU and {_missing_gpu(platform)}"
+    if running and platform.cuda_binding is None:
+        return cuda_binding_line(platform)
+    return None

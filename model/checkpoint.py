@@ -136,9 +136,21 @@ def _weights_mismatch(expected: dict[str, torch.Tensor], weights: Any) -> str | 
     return "; ".join(parts) or None
 
 
-def load_checkpoint(name_or_path: str | Path, expect_preset: str | None = None) -> LoadedCheckpoint:
-    """Build the network a checkpoint describes and load its weights (eval mode)."""
-    path = resolve_checkpoint(name_or_path)
+def _check_preset(path: Path, config: M2AEConfig, expect_preset: str | None) -> None:
+    if expect_preset is not None and config.preset != expect_preset:
+        raise UserError(f"{path}: checkpoint is of preset {config.preset!r}, not {expect_preset!r}")
+
+
+def load_checkpoint(checkpoint: str | Path | LoadedCheckpoint, expect_preset: str | None = None) -> LoadedCheckpoint:
+    """Build the network a checkpoint describes and load its weights (eval mode).
+
+    An already loaded checkpoint is returned as it is (after the preset check), so an
+    orchestrator loads once and hands the result to every stage.
+    """
+    if isinstance(checkpoint, LoadedCheckpoint):
+        _check_preset(checkpoint.path, checkpoint.config, expect_preset)
+        return checkpoint
+    path = resolve_checkpoint(checkpoint)
     state = read_checkpoint(path)
     data = state.get("config")
     if not isinstance(data, dict):
@@ -147,8 +159,7 @@ def load_checkpoint(name_or_path: str | Path, expect_preset: str | None = None) 
         config = M2AEConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: checkpoint has an invalid model config: {exc}") from None
-    if expect_preset is not None and config.preset != expect_preset:
-        raise UserError(f"{path}: checkpoint is of preset {config.preset!r}, not {expect_preset!r}")
+    _check_preset(path, config, expect_preset)
     model = M2AENet(config)
     mismatch = _weights_mismatch(model.state_dict(), state.get("model"))
     if mismatch is not None:

@@ -60,13 +60,6 @@ class RepConv3x3(nn.Module):
             weight, bias = weight + wi, bias + bi
         return weight.detach(), bias.detach()
 
-    def fused(self) -> nn.Conv2d:
-        weight, bias = self.fused_weight_bias()
-        conv = nn.Conv2d(self.in_channels, self.out_channels, 3, padding=1)
-        conv.weight.data.copy_(weight)
-        conv.bias.data.copy_(bias)
-        return conv
-
 
 class MaskedResBlock(nn.Module):
     """``x <- x + m * F(x, g)``, ``F = conv3x3 -> modulate by g -> act -> conv3x3``.

@@ -95,7 +95,3 @@ class M2AENet(nn.Module):
             for block in self.decoder[s]:
                 x = block(x, g_s, m_s)
         return blurred + mask * self.proj(x)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

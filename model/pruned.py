@@ -34,9 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from m2ae import __version__
+from m2ae.model.checkpoint import LoadedCheckpoint
 from m2ae.model.heads import guide_at_scale, hard_mask
 from m2ae.model.network import M2AENet, scale_mask
+from m2ae.model.receptive_field import receptive_field
 from m2ae.model.reparam import deploy_form, stem_then_down
+from m2ae.model_info import ModelInfo
 from m2ae.trt_plugins.torch_ops import register_torch_ops
 
 register_torch_ops()
@@ -283,7 +287,9 @@ class DenseBody(nn.Module):
 
 
 class DenseGraph(nn.Module):
-    """The folded dense-masked network with the export I/O: (image[, mask]) -> (restored, mask)."""
+    """The folded dense-masked network with the export I/O: (image[, mask]) -> (restored, mask).
+
+    ``model`` is the trained network or already its ``deploy_form``."""
 
     def __init__(self, model: M2AENet) -> None:
         super().__init__()
@@ -313,7 +319,9 @@ def tile_occupancy(mask: Tensor, tile: int) -> Tensor:
 
 
 class PrunedM2AE(nn.Module):
-    """Inference-only pruned M2AENet; ``forward(image[, mask]) -> (restored, mask)``."""
+    """Inference-only pruned M2AENet; ``forward(image[, mask]) -> (restored, mask)``.
+
+    ``model`` is the trained network or already its ``deploy_form``."""
 
     def __init__(self, model: M2AENet, pruning: PruningConfig | None = None) -> None:
         super().__init__()
@@ -332,3 +340,30 @@ class PrunedM2AE(nn.Module):
         if float(tile_occupancy(mask, self.pruning.tile(0))) > self.pruning.dense_above:
             return self.dense(image, mask), mask
         return self.pruned(image, mask), mask
+
+
+def checkpoint_info(loaded: LoadedCheckpoint, variant: str, pruning: PruningConfig | None, precision: str = "fp32",
+                    mask_input: bool = False, opset: int | None = None) -> ModelInfo:
+    """What a model made from ``loaded`` records about itself: the ONNX export's metadata
+    (``variant`` plugin/portable/dense) and the torch engine's (pruned/dense) alike.
+    ``pruning`` is None for the dense variant."""
+    config = loaded.config
+    return ModelInfo(
+        multiple=config.multiple,
+        min_size=config.min_size,
+        variant=variant,
+        precision=precision,
+        mask_input=mask_input,
+        preset=config.preset,
+        # the halo tiled inference needs (m2ae.runtime.tiling), known without the checkpoint
+        receptive_field=receptive_field(config),
+        threshold=config.threshold,
+        mask_dilation=config.mask_dilation,
+        opset=opset,
+        tiles=None if pruning is None else tuple(pruning.tile(s) for s in range(config.num_scales)),
+        dense_above=None if pruning is None else pruning.dense_above,
+        blocks_per_gather=None if pruning is None else pruning.blocks_per_gather,
+        version=__version__,
+        checkpoint=loaded.path.name,
+        checkpoint_sha256=loaded.sha256,
+    )

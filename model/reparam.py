@@ -118,7 +118,14 @@ def stem_then_down(stem: nn.Conv2d, down: StridedDownsample) -> nn.Conv2d:
 def deploy_form(model: M2AENet) -> M2AENet:
     """The network as it is exported: branches folded, and the shuffles of the heads and
     of the U-Net's down/up layers written as strided (transposed) convs. Same function,
-    fewer memory-bound transposes on every backend."""
+    fewer memory-bound transposes on every backend.
+
+    A network already in this form is returned as it is, so a caller that deploys once
+    (the exporter) can hand the result on to ``DenseGraph`` or ``PrunedM2AE``, which
+    deploy what they get.
+    """
+    if isinstance(model.mask_head.stem, StridedHeadStem):
+        return model
     deployed = fold_branches(model)
     deployed.mask_head.stem = StridedHeadStem(deployed.mask_head.stem)
     deployed.motion.stem = StridedHeadStem(deployed.motion.stem)

@@ -30,7 +30,7 @@ from m2ae.model.checkpoint import read_checkpoint, save_checkpoint
 from m2ae.model.config import M2AEConfig, get_preset
 from m2ae.model.evaluate import EvalResult, calibrate_threshold, evaluate, validation_strip
 from m2ae.model.gates import GateAugment, training_gate
-from m2ae.model.losses import LossWeights, m2ae_loss, mask_scores, masked_psnr_gain
+from m2ae.model.losses import LossTerms, LossWeights, MaskScores, m2ae_loss, mask_scores, masked_psnr_gain
 from m2ae.model.network import M2AENet
 
 LAST = "last.pt"
@@ -219,6 +219,175 @@ def _check_step_fits(config: TrainConfig, model_config: M2AEConfig) -> None:
                     f"{need / 2**30:.1f} GiB and {where} has {have / 2**30:.1f} GiB available; {advice}")
 
 
+def _check_crop(config: TrainConfig, model_config: M2AEConfig) -> None:
+    """Refuse a crop the network cannot take: a multiple of its ``multiple``, at least ``min_size``."""
+    if config.crop % model_config.multiple or config.crop < model_config.min_size:
+        raise UserError(f"--crop {config.crop}: the {config.preset!r} network needs a multiple of "
+                        f"{model_config.multiple}, at least {model_config.min_size}")
+
+
+@dataclass
+class _Trainee:
+    """What a training checkpoint saves and a resume restores, besides the step."""
+
+    model: M2AENet
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+
+def _new_trainee(config: TrainConfig, model_config: M2AEConfig, device: torch.device) -> _Trainee:
+    """A fresh network (its initial weights drawn from the run's seed alone), optimiser and scaler."""
+    torch.manual_seed(config.seed)
+    model = M2AENet(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    return _Trainee(model, optimizer, scaler)
+
+
+def _resume(config: TrainConfig, trainee: _Trainee, last_path: Path) -> int:
+    """Load the run saved at ``last_path`` into ``trainee``; returns the step it reached."""
+    if not last_path.is_file():
+        raise UserError(f"--resume: no checkpoint to resume from at {last_path}")
+    state = read_checkpoint(last_path)
+    saved = state.get("config")
+    saved_preset = saved.get("preset") if isinstance(saved, dict) else None
+    if saved_preset != config.preset:
+        raise UserError(f"--resume: {last_path} is of preset {saved_preset!r}, not {config.preset!r}")
+    try:
+        trainee.model.load_state_dict(state["model"])
+        trainee.optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--resume: {last_path} is not a resumable training checkpoint ({detail})") from None
+    if start >= config.steps:
+        raise UserError(f"--resume: {last_path} already reached step {start}; raise --steps to train further")
+    _check_resumable(config, state.get("train"), last_path)
+    if trainee.scaler.is_enabled() and state.get("scaler"):
+        trainee.scaler.load_state_dict(state["scaler"])
+    return start
+
+
+@dataclass
+class _Run:
+    """One process's share of a run: what every step, validation and checkpoint reads."""
+
+    config: TrainConfig
+    model_config: M2AEConfig
+    out: Path
+    ddp: _Distributed
+    device: torch.device
+    trainee: _Trainee
+    #: the model, or its DistributedDataParallel wrapper on several ranks
+    net: torch.nn.Module
+    source: BatchSource
+    #: the step the run starts from: 0, or the resumed checkpoint's
+    start: int
+
+    @property
+    def model(self) -> M2AENet:
+        return self.trainee.model
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / LAST
+
+
+def _open_run(config: TrainConfig, resume: bool) -> _Run:
+    """Check the settings, prepare ``config.out`` and build (or resume) the model."""
+    model_config = model_config_of(config)
+    _check_crop(config, model_config)
+    _check_step_fits(config, model_config)
+    out = check_output_dir(config.out, "--out")
+    remove_stale_temps(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ddp = _setup_distributed()
+    device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
+    trainee = _new_trainee(config, model_config, device)
+    start = 0
+    if resume:
+        start = _resume(config, trainee, out / LAST)
+    elif (out / LAST).exists():
+        raise UserError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
+    net = torch.nn.parallel.DistributedDataParallel(trainee.model) if ddp.world > 1 else trainee.model
+    return _Run(config, model_config, out, ddp, device, trainee, net, make_source(config), start)
+
+
+@dataclass(frozen=True)
+class _StepReport:
+    """What one optimisation step reports on the progress bar."""
+
+    loss: float
+    terms: LossTerms
+    scores: MaskScores
+    #: PSNR gain over the blurred input inside the annotated mask, in dB
+    gain: float
+    ground_truth_gate: bool
+
+    def summary(self) -> str:
+        terms, scores = self.terms, self.scores
+        return (f"loss {self.loss:.4f} (l1 {terms.l1.item():.4f} reblur {terms.reblur.item():.4f} "
+                f"mask {terms.mask.item():.3f}) IoU/P/R {scores.iou:.2f}/{scores.precision:.2f}/"
+                f"{scores.recall:.2f} gain {self.gain:+.2f} dB gate {'gt' if self.ground_truth_gate else 'pred'}")
+
+
+def _train_step(run: _Run, step: int) -> _StepReport:
+    """One optimisation step; its data and noise depend on ``(seed, step, rank)`` alone."""
+    config, optimizer, scaler = run.config, run.trainee.optimizer, run.trainee.scaler
+    run.model.train()
+    torch.manual_seed(step_seed(config.seed, step, run.ddp.rank))
+    batch = {k: v.to(run.device) for k, v in run.source.batch(step, run.ddp.rank, run.ddp.world).items()}
+    use_gt = torch.rand(()).item() < teacher_forcing_probability(config, step)
+    gate = training_gate(batch["mask"], config.gates) if use_gt else "pred"
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, step)
+    with _autocast(run.device):
+        output = run.net(batch["blurred"], gate=gate, tau=config.gumbel_tau)
+    terms = m2ae_loss(output, batch["blurred"], batch["sharp"], batch["mask"], config.loss)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(terms.total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scores = mask_scores(output.mask_logits.argmax(1, keepdim=True), batch["mask"])
+    gain = masked_psnr_gain(output.restored.detach(), batch["blurred"], batch["sharp"], batch["mask"])
+    return _StepReport(terms.total.item(), terms, scores, gain, use_gt)
+
+
+def _save_last(run: _Run, step: int) -> None:
+    """The resumable checkpoint: weights, optimiser, scaler and the settings a resume must keep."""
+    if not run.ddp.is_main:
+        return
+    config, trainee = run.config, run.trainee
+    save_checkpoint(run.last_path, {
+        "config": run.model_config.to_dict(),
+        "step": step,
+        "model": trainee.model.state_dict(),
+        "optimizer": trainee.optimizer.state_dict(),
+        "scaler": trainee.scaler.state_dict(),
+        "rng": {"seed": config.seed, "torch": torch.get_rng_state()},
+        "train": asdict(config) | {"loss": asdict(config.loss)},
+    })
+
+
+def _validate(run: _Run, step: int) -> tuple[EvalResult, str]:
+    """Scores on the held-out samples, a strip of them under ``out/val``, and the line reporting both."""
+    samples = run.source.validation()
+    result = evaluate(run.model, samples, device=run.device, progress=False)
+    strip = write_image(run.out / "val" / f"step_{step:06d}.png", validation_strip(run.model, samples, device=run.device))
+    line = (f"step {step}: PSNR {result.psnr:.2f} dB (blurred {result.psnr_blurred:.2f}), "
+            f"in mask {result.psnr_masked:.2f} dB ({result.psnr_masked - result.psnr_masked_blurred:+.2f}), "
+            f"mask IoU/P/R {result.mask_iou:.3f}/{result.mask_precision:.3f}/{result.mask_recall:.3f}; "
+            f"strip {strip}")
+    return result, line
+
+
+def _save_final(run: _Run, threshold: float) -> Path:
+    """Weights only, with the inference threshold chosen on training-split pairs."""
+    final_config = dataclasses.replace(run.model_config, threshold=threshold)
+    return save_checkpoint(run.out / FINAL, {"config": final_config.to_dict(), "step": run.config.steps,
+                                             "model": run.model.state_dict()})
+
+
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -231,111 +400,33 @@ def train(
     ``stop_after`` ends the run after that global step as a kill would (no final
     checkpoint), which is how the resume test interrupts a run.
     """
-    model_config = model_config_of(config)
-    if config.crop % model_config.multiple or config.crop < model_config.min_size:
-        raise UserError(f"--crop {config.crop}: the {config.preset!r} network needs a multiple of "
-                        f"{model_config.multiple}, at least {model_config.min_size}")
-    _check_step_fits(config, model_config)
-    out = check_output_dir(config.out, "--out")
-    remove_stale_temps(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ddp = _setup_distributed()
-    device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
-
-    torch.manual_seed(config.seed)
-    model = M2AENet(model_config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    start = 0
-    last_path = out / LAST
-    if resume:
-        if not last_path.is_file():
-            raise UserError(f"--resume: no checkpoint to resume from at {last_path}")
-        state = read_checkpoint(last_path)
-        saved = state.get("config")
-        saved_preset = saved.get("preset") if isinstance(saved, dict) else None
-        if saved_preset != config.preset:
-            raise UserError(f"--resume: {last_path} is of preset {saved_preset!r}, not {config.preset!r}")
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start = int(state["step"])
-        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
-            detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"--resume: {last_path} is not a resumable training checkpoint ({detail})") from None
-        if start >= config.steps:
-            raise UserError(f"--resume: {last_path} already reached step {start}; raise --steps to train further")
-        _check_resumable(config, state.get("train"), last_path)
-        if scaler.is_enabled() and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-    elif last_path.exists():
-        raise UserError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
-
-    net = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
-    source = make_source(config)
-
-    def checkpoint(step: int) -> None:
-        if ddp.is_main:
-            save_checkpoint(last_path, {
-                "config": model_config.to_dict(),
-                "step": step,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": {"seed": config.seed, "torch": torch.get_rng_state()},
-                "train": asdict(config) | {"loss": asdict(config.loss)},
-            })
-
-    bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", disable=not (progress and ddp.is_main))
+    run = _open_run(config, resume)
+    bar = tqdm(total=config.steps, initial=run.start, desc="train", unit="step",
+               disable=not (progress and run.ddp.is_main))
     validation = None
-    begin, steps_done, done = time.perf_counter(), 0, start
-    for step in range(start, config.steps):
-        model.train()
-        torch.manual_seed(step_seed(config.seed, step, ddp.rank))
-        batch = {k: v.to(device) for k, v in source.batch(step, ddp.rank, ddp.world).items()}
-        use_gt = torch.rand(()).item() < teacher_forcing_probability(config, step)
-        gate = training_gate(batch["mask"], config.gates) if use_gt else "pred"
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
-        with _autocast(device):
-            output = net(batch["blurred"], gate=gate, tau=config.gumbel_tau)
-        terms = m2ae_loss(output, batch["blurred"], batch["sharp"], batch["mask"], config.loss)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms.total).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    begin, steps_done, done = time.perf_counter(), 0, run.start
+    for step in range(run.start, config.steps):
+        report = _train_step(run, step)
         steps_done += 1
-        loss_value = terms.total.item()
         if on_step is not None:
-            on_step(step, loss_value)
-        scores = mask_scores(output.mask_logits.argmax(1, keepdim=True), batch["mask"])
-        gain = masked_psnr_gain(output.restored.detach(), batch["blurred"], batch["sharp"], batch["mask"])
-        bar.set_postfix_str(f"loss {loss_value:.4f} (l1 {terms.l1.item():.4f} reblur {terms.reblur.item():.4f} "
-                            f"mask {terms.mask.item():.3f}) IoU/P/R {scores.iou:.2f}/{scores.precision:.2f}/"
-                            f"{scores.recall:.2f} gain {gain:+.2f} dB gate {'gt' if use_gt else 'pred'}")
+            on_step(step, report.loss)
+        bar.set_postfix_str(report.summary())
         bar.update(1)
         done = step + 1
         if done % config.ckpt_every == 0 or done == config.steps:
-            checkpoint(done)
-        if ddp.is_main and (done % config.val_every == 0 or done == config.steps):
-            samples = source.validation()
-            validation = evaluate(model, samples, device=device, progress=False)
-            strip = write_image(out / "val" / f"step_{done:06d}.png", validation_strip(model, samples, device=device))
-            bar.write(f"step {done}: PSNR {validation.psnr:.2f} dB (blurred {validation.psnr_blurred:.2f}), "
-                      f"in mask {validation.psnr_masked:.2f} dB ({validation.psnr_masked - validation.psnr_masked_blurred:+.2f}), "
-                      f"mask IoU/P/R {validation.mask_iou:.3f}/{validation.mask_precision:.3f}/{validation.mask_recall:.3f}; "
-                      f"strip {strip}")
+            _save_last(run, done)
+        if run.ddp.is_main and (done % config.val_every == 0 or done == config.steps):
+            validation, line = _validate(run, done)
+            bar.write(line)
         if stop_after is not None and done >= stop_after:
             break
     bar.close()
     elapsed = time.perf_counter() - begin
     final_path = None
-    if ddp.is_main and done == config.steps:
-        # Weights only, with the inference threshold chosen on training-split pairs.
-        threshold = calibrate_threshold(model, source.calibration(), device=device)
-        final_config = dataclasses.replace(model_config, threshold=threshold)
+    if run.ddp.is_main and done == config.steps:
+        threshold = calibrate_threshold(run.model, run.source.calibration(), device=run.device)
         bar.write(f"mask threshold calibrated on training pairs: {threshold:.2f}")
-        final_path = save_checkpoint(out / FINAL, {"config": final_config.to_dict(), "step": config.steps, "model": model.state_dict()})
-    if ddp.world > 1:
+        final_path = _save_final(run, threshold)
+    if run.ddp.world > 1:
         dist.destroy_process_group()
-    return TrainResult(done, last_path, final_path, validation, steps_done / elapsed if elapsed > 0 else 0.0)
+    return TrainResult(done, run.last_path, final_path, validation, steps_done / elapsed if elapsed > 0 else 0.0)

@@ -99,24 +99,23 @@ def output_names(inputs: list[Path]) -> dict[Path, str]:
     return names
 
 
-def restore_image(engine: Engine, image: np.ndarray, min_size: int | None = None, *, tile: int | None = None,
+def restore_image(engine: Engine, image: np.ndarray, *, tile: int | None = None,
                   tile_batch: int | None = None, max_memory: int = DEFAULT_MAX_MEMORY,
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Restore one HWC float32 image of any size >= ``min_size`` (default: the model's);
+    """Restore one HWC float32 image of any size the model takes (at least its ``min_size``);
     returns (restored HWC in [0, 1], mask HW bool). It runs in tiles when ``tile`` is given
     or it exceeds ``max_memory`` (see ``InferOptions``), with the result of whole-image inference."""
     options = InferOptions(tile=tile, tile_batch=tile_batch, max_memory=max_memory)
-    restored, mask, _ = _restore(engine, image, min_size, options, progress)
+    restored, mask, _ = _restore(engine, image, options, progress)
     return restored, mask
 
 
-def _restore(engine: Engine, image: np.ndarray, min_size: int | None, options: InferOptions,
+def _restore(engine: Engine, image: np.ndarray, options: InferOptions,
              progress: bool) -> tuple[np.ndarray, np.ndarray, int]:
     height, width = image.shape[:2]
-    if min_size is None:
-        min_size = int(engine.metadata.get("m2ae.min_size", engine.multiple))
+    min_size = engine.min_size
     if min(height, width) < min_size:
-        raise UserError(f"image is {width}x{height}; the network needs at least {min_size}x{min_size}")
+        raise UserError(f"image is {height}x{width}; the network needs at least {min_size}x{min_size}")
     plan = plan_tiles(engine, height, width, options.tile, options.tile_batch, options.max_memory)
     restored, mask = run_tiles(engine, np.asarray(image, dtype=np.float32), plan, progress)
     return restored, mask, len(plan.windows)
@@ -144,7 +143,6 @@ def iter_infer(engine: Engine, source: str | Path, output: str | Path, options: 
     check_tiling_options(engine, options.tile, options.tile_batch, options.max_memory)
     remove_stale_temps(output)
     names = output_names(inputs)
-    min_size = int(engine.metadata.get("m2ae.min_size", engine.multiple))
     for path in tqdm(inputs, desc="infer", unit="img", disable=not progress or len(inputs) == 1):
         restored_path = output / f"{names[path]}{RESTORED_SUFFIX}"
         overlay_path = output / f"{names[path]}{MASK_SUFFIX}"
@@ -154,7 +152,7 @@ def iter_infer(engine: Engine, source: str | Path, output: str | Path, options: 
         start = time.perf_counter()
         try:
             image = read_image(path)
-            restored, mask, tiles = _restore(engine, image, min_size, options, progress)
+            restored, mask, tiles = _restore(engine, image, options, progress)
         except UserError as exc:
             message = str(exc)
             yield InferResult(path, "failed", error=message if str(path) in message else f"{path}: {message}")

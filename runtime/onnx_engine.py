@@ -15,8 +15,8 @@ import onnx
 
 from m2ae.errors import UserError
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
-from m2ae.runtime.base import EngineOutputs
-from m2ae.runtime.checks import check_finite_outputs, check_inputs
+from m2ae.model_info import ModelInfo
+from m2ae.runtime.base import Engine, EngineOutputs, with_graph_inputs
 
 
 def max_threads() -> int:
@@ -36,14 +36,7 @@ def check_threads(threads: int, option: str = "threads") -> int:
     return threads
 
 
-def read_metadata(model: onnx.ModelProto, path: Path) -> dict[str, str]:
-    metadata = {prop.key: prop.value for prop in model.metadata_props}
-    if "m2ae.multiple" not in metadata:
-        raise UserError(f"{path}: not an m2ae model (no m2ae metadata); export one with `m2ae export`")
-    return metadata
-
-
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(Engine):
     backend = "onnxruntime"
 
     def __init__(
@@ -60,33 +53,18 @@ class OnnxRuntimeEngine:
             model = onnx.load(self.path)
         except Exception as exc:  # onnx raises DecodeError, ValueError, ... for a bad file
             raise UserError(f"{self.path}: not a readable ONNX model ({type(exc).__name__})") from None
-        self.metadata = read_metadata(model, self.path)
+        info = ModelInfo.from_metadata({prop.key: prop.value for prop in model.metadata_props}, self.path)
         self.session = make_session(model, providers=providers, threads=threads)
-        self._inputs = [i.name for i in self.session.get_inputs()]
+        super().__init__(with_graph_inputs(info, (i.name for i in self.session.get_inputs())), self.path)
 
-    @property
-    def takes_mask(self) -> bool:
-        return INPUT_MASK in self._inputs
-
-    @property
-    def multiple(self) -> int:
-        return int(self.metadata["m2ae.multiple"])
-
-    @property
-    def min_size(self) -> int:
-        return int(self.metadata.get("m2ae.min_size", self.multiple))
+    def _run(self, image: np.ndarray, mask: np.ndarray | None) -> EngineOutputs:
+        feed = {INPUT_IMAGE: np.ascontiguousarray(image, dtype=np.float32)}
+        if mask is not None:
+            feed[INPUT_MASK] = np.ascontiguousarray(mask, dtype=np.float32)
+        restored, blur_mask = self.session.run([OUTPUT_RESTORED, OUTPUT_MASK], feed)
+        return EngineOutputs(restored.astype(np.float32, copy=False), blur_mask.astype(np.float32, copy=False))
 
     def close(self) -> None:
         """Release the session now: its worker threads stop competing for the CPU."""
         self.session = None
-
-    def infer(self, image: np.ndarray, mask: np.ndarray | None = None) -> EngineOutputs:
-        if self.session is None:
-            raise UserError(f"{self.path}: this engine was closed")
-        check_inputs(image, mask, self.takes_mask, self.multiple, self.min_size)
-        feed = {INPUT_IMAGE: np.ascontiguousarray(image, dtype=np.float32)}
-        if self.takes_mask:
-            feed[INPUT_MASK] = np.ascontiguousarray(mask, dtype=np.float32)
-        restored, blur_mask = self.session.run([OUTPUT_RESTORED, OUTPUT_MASK], feed)
-        outputs = EngineOutputs(restored.astype(np.float32, copy=False), blur_mask.astype(np.float32, copy=False))
-        return check_finite_outputs(outputs, self.path)
+        super().close()

@@ -11,7 +11,8 @@ inference because
   padding beyond it;
 * a kept pixel lies at least ``halo`` pixels from every window edge that is not an image
   edge, and ``halo`` is the network's receptive field (``m2ae.model.receptive_field``,
-  carried in the ONNX metadata as ``m2ae.receptive_field``) rounded up to the multiple;
+  ``ModelInfo.receptive_field`` of every engine: ``m2ae.receptive_field`` in an ONNX's
+  metadata, derived from the config for a checkpoint) rounded up to the multiple;
 * windows start at multiples of ``engine.multiple``, which every stride in the network
   (the heads' 4, the U-Net's ``2**(S-1)``) divides: pixel-unshuffles, max-pools of the
   mask and the bilinear resizes see the same grid as in the whole image.
@@ -38,9 +39,9 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from m2ae.cli_args import format_size
 from m2ae.errors import UserError
-from m2ae.graph_io import metadata_int
-from m2ae.padding import padded_size
+from m2ae.padding import padded_size, round_up
 from m2ae.runtime.base import Engine
 
 #: Default working-set budget of one inference call. An 8 GB Jetson Orin Nano shares its
@@ -81,18 +82,11 @@ def format_memory(size: int) -> str:
 
 
 def engine_receptive_field(engine: Engine) -> int:
-    """The receptive field of the engine's network: from its metadata (ONNX, TensorRT)
-    or its config (PyTorch checkpoints)."""
-    where = getattr(engine, "path", "this model")
-    if "m2ae.receptive_field" in engine.metadata:
-        return metadata_int(engine.metadata, "m2ae.receptive_field", 1, where)
-    config = getattr(engine, "config", None)
-    if config is not None:
-        from m2ae.model.receptive_field import receptive_field
-
-        return receptive_field(config)
+    """The receptive field of the engine's network (``ModelInfo.receptive_field``)."""
+    if engine.info.receptive_field is not None:
+        return engine.info.receptive_field
     raise UserError(
-        f"{where}: exported by an older m2ae, without the m2ae.receptive_field metadata that tiled inference "
+        f"{engine.name}: exported by an older m2ae, without the m2ae.receptive_field metadata that tiled inference "
         "needs; re-export it with `m2ae export` (and rebuild engines with `m2ae build`), or run it untiled with "
         "a larger --max-memory"
     )
@@ -100,8 +94,7 @@ def engine_receptive_field(engine: Engine) -> int:
 
 def halo_for(engine: Engine) -> int:
     """Pixels kept between a window's centre and its edges: the receptive field rounded up to the multiple."""
-    multiple = engine.multiple
-    return -(-engine_receptive_field(engine) // multiple) * multiple
+    return round_up(engine_receptive_field(engine), engine.multiple)
 
 
 def smallest_tile(engine: Engine) -> int:
@@ -110,7 +103,7 @@ def smallest_tile(engine: Engine) -> int:
 
 def bytes_per_pixel(engine: Engine) -> int:
     """Working set per input pixel of one call; unknown presets get the backend's largest."""
-    preset = engine.metadata.get("m2ae.preset", "")
+    preset = engine.info.preset
     known = {p: v for (backend, p), v in BYTES_PER_PIXEL.items() if backend == engine.backend}
     if not known:  # a backend measured nowhere: assume the worst measured anywhere
         return max(BYTES_PER_PIXEL.values())
@@ -178,7 +171,7 @@ def _check_tile(engine: Engine, tile: int) -> None:
     if tile % multiple:
         raise UserError(
             f"--tile {tile}: must be a multiple of the network's multiple {multiple} "
-            f"(e.g. {max(low, -(-tile // multiple) * multiple)})"
+            f"(e.g. {max(low, round_up(tile, multiple))})"
         )
     if tile < low:
         raise UserError(
@@ -217,8 +210,8 @@ def check_tiling_options(engine: Engine, tile: int | None, batch: int | None, ma
         _check_tile(engine, tile)
         if profile is not None and not max(profile[0][1:]) <= tile <= min(profile[1][1:]):
             raise UserError(
-                f"--tile {tile}: outside the engine's profile ({profile[0][1]}x{profile[0][2]} to "
-                f"{profile[1][1]}x{profile[1][2]}); build one for the tile: "
+                f"--tile {tile}: outside the engine's profile ({format_size(profile[0][1:])} to "
+                f"{format_size(profile[1][1:])}); build one for the tile: "
                 f"`m2ae build --onnx X.onnx --opt {tile}x{tile} --max {tile}x{tile}`"
             )
     elif profile is None and _known_receptive_field(engine) is not None:

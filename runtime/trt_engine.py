@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from m2ae.engine_sidecar import Sidecar, format_shape, sidecar_path
+from m2ae.cli_args import format_size
+from m2ae.engine_sidecar import Sidecar, sidecar_path
 from m2ae.errors import UserError
-from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED, metadata_int
+from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.hashing import file_sha256
+from m2ae.model_info import ModelInfo
 from m2ae.platform_info import (
     PlatformInfo,
     cuda_binding_line,
@@ -36,8 +38,7 @@ from m2ae.platform_info import (
     require_gpu,
     require_tensorrt,
 )
-from m2ae.runtime.base import EngineOutputs
-from m2ae.runtime.checks import check_finite_outputs, check_inputs
+from m2ae.runtime.base import Engine, EngineOutputs, with_graph_inputs
 from m2ae.runtime.cuda_binding import CudaBinding, CudaError, load_binding
 
 
@@ -91,7 +92,7 @@ class _Buffer:
         cuda.pinned_free(self.pinned)
 
 
-class TensorRTEngine:
+class TensorRTEngine(Engine):
     """An m2ae engine on one GPU; ``infer`` takes and returns float32 NCHW numpy arrays."""
 
     backend = "tensorrt"
@@ -110,9 +111,7 @@ class TensorRTEngine:
                 "whose sidecar records the model and the machine it was built for"
             )
         self._sidecar = Sidecar.read(meta_path)
-        self.metadata: dict[str, str] = dict(self._sidecar.onnx_metadata)
-        self._multiple = metadata_int(self.metadata, "m2ae.multiple", 1, meta_path)
-        self._min_size = metadata_int(self.metadata, "m2ae.min_size", self._multiple, meta_path)
+        super().__init__(ModelInfo.from_metadata(self._sidecar.onnx_metadata, meta_path), self.path)
 
         platform = detect_platform(device=device)
         check_engine_compatible(self._sidecar, platform, self.path)
@@ -146,6 +145,7 @@ class TensorRTEngine:
                 )
             self._stream = self._cuda.stream_create()
         self._input_names, self._output_names = self._io_names()
+        self.info = with_graph_inputs(self.info, self._input_names)
         low, _, high = self._engine.get_tensor_profile_shape(INPUT_IMAGE, 0)
         self._profile_low = (low[0], low[2], low[3])
         self._profile_high = (high[0], high[2], high[3])
@@ -153,25 +153,13 @@ class TensorRTEngine:
     # ------------------------------------------------------------ Engine interface
 
     @property
-    def takes_mask(self) -> bool:
-        return INPUT_MASK in self._input_names
-
-    @property
-    def multiple(self) -> int:
-        return self._multiple
-
-    @property
-    def min_size(self) -> int:
-        return self._min_size
-
-    @property
     def input_profile(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         """(smallest, largest) (batch, H, W) of the optimisation profile: tiled inference
         (``m2ae.runtime.tiling``) cuts larger images into windows of the largest."""
         return self._profile_low, self._profile_high
 
-    def infer(self, image: np.ndarray, mask: np.ndarray | None = None) -> EngineOutputs:
-        shapes = self._check_inputs(image, mask)
+    def _run(self, image: np.ndarray, mask: np.ndarray | None) -> EngineOutputs:
+        shapes = self._check_profile(image, mask)
         cuda = self._cuda
         with cuda.activate():
             if shapes != self._bound_shapes:
@@ -192,12 +180,13 @@ class TensorRTEngine:
             # Copies: the buffers are overwritten by the next call.
             restored = self._buffers[OUTPUT_RESTORED].host.astype(np.float32)
             blur_mask = self._buffers[OUTPUT_MASK].host.astype(np.float32)
-        return check_finite_outputs(EngineOutputs(restored=restored, mask=blur_mask), self.path)
+        return EngineOutputs(restored=restored, mask=blur_mask)
 
     # ------------------------------------------------------------ lifetime
 
     def close(self) -> None:
         """Free the GPU buffers and TensorRT objects; the engine is unusable afterwards."""
+        super().close()
         if not getattr(self, "_device_open", False):
             return
         cuda = self._cuda
@@ -215,12 +204,6 @@ class TensorRTEngine:
         cuda.close()
         self._device_open = False
 
-    def __enter__(self) -> TensorRTEngine:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
@@ -236,7 +219,7 @@ class TensorRTEngine:
 
         if plugin is None and self._sidecar.plugin_path and Path(self._sidecar.plugin_path).is_file():
             plugin = self._sidecar.plugin_path  # the library the engine was built with, if it is still there
-        library_path = Path(load(plugin)._name)
+        library_path = load(plugin).path
         if built_with is not None and file_sha256(library_path) != built_with:
             warnings.warn(
                 f"{self.path}: the plugin library {library_path} differs from the one the engine was built with; "
@@ -257,17 +240,14 @@ class TensorRTEngine:
             )
         return inputs, outputs
 
-    def _check_inputs(self, image: np.ndarray, mask: np.ndarray | None) -> tuple[tuple[int, ...], ...]:
-        """The shapes to bind; ValueError for arrays any engine would refuse, UserError outside the profile."""
-        image = np.asarray(image)
-        mask = None if mask is None else np.asarray(mask)
-        check_inputs(image, mask, self.takes_mask, self._multiple, self._min_size)
+    def _check_profile(self, image: np.ndarray, mask: np.ndarray | None) -> tuple[tuple[int, ...], ...]:
+        """The shapes to bind; UserError outside the optimisation profile (``infer`` checked the rest)."""
         n, _, h, w = image.shape
         low, high = self._profile_low, self._profile_high
         if not all(lo <= side <= hi for lo, side, hi in zip(low, (n, h, w), high)):
             raise UserError(
                 f"{self.path}: a batch of {n} images of {h}x{w} is outside the engine's profile "
-                f"({format_shape(low[1:])} to {format_shape(high[1:])}, batch {low[0]} to {high[0]}); "
+                f"({format_size(low[1:])} to {format_size(high[1:])}, batch {low[0]} to {high[0]}); "
                 "run larger images in tiles that fit it (`m2ae infer --tile N`, by default the profile's largest "
                 "size), or rebuild with `m2ae build` and a wider --min/--max or another --batch"
             )

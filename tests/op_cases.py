@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from m2ae.trt_plugins.reference import grid_shape
+from m2ae.trt_plugins.contract import grid_shape
 
 DTYPES = (np.float32, np.float16)
 
@@ -24,11 +24,6 @@ def assert_bit_equal(actual: np.ndarray, expected: np.ndarray) -> None:
     assert actual.shape == expected.shape and actual.dtype == expected.dtype
     mismatches = np.flatnonzero(_bits(actual).ravel() != _bits(expected).ravel())
     assert mismatches.size == 0, f"{mismatches.size} elements differ, first at flat index {mismatches[:5]}"
-
-
-def num_tiles(n: int, h: int, w: int, tile: int) -> int:
-    rows, cols = grid_shape(h, w, tile)
-    return n * rows * cols
 
 
 def random_tiles(rng: np.random.Generator, b: int, n: int, h: int, w: int, tile: int) -> np.ndarray:

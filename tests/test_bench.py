@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from dataclasses import dataclass
@@ -15,31 +14,23 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from m2ae import cli
-from m2ae.benchmarks.latency import (
-    RECORD_FIELDS,
-    BenchConfig,
-    BenchRecord,
-    BenchReport,
-    add_speedups,
-    break_even_lines,
-    format_table,
-    parse_size,
-    run_benchmark,
-    time_calls,
-    trt_unavailable,
-)
+from m2ae.benchmarks import latency, timing
+from m2ae.benchmarks.latency import BenchConfig, BenchReport, run_benchmark
+from m2ae.benchmarks.latency_records import RECORD_FIELDS, BenchRecord, add_speedups, break_even_lines, format_table
 from m2ae.benchmarks.macs import count_macs
 from m2ae.benchmarks.masks import blob_mask
 from m2ae.benchmarks.sysinfo import PowerSampler, machine_info, parse_power_mw
+from m2ae.cli_args import parse_size
 from m2ae.errors import UserError
 from m2ae.export.onnx_export import model_filename
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK
 from m2ae.hashing import file_sha256
-from m2ae.model.checkpoint import save_checkpoint
+from m2ae.model import checkpoint as checkpoint_module
+from m2ae.model.checkpoint import load_checkpoint, save_checkpoint
 from m2ae.model.config import M2AEConfig
 from m2ae.model.network import M2AENet
+from m2ae.platform_info import tensorrt_unavailable
 
-BENCH_MODULE = "m2ae.benchmarks.bench_commands"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REQUIRED_KEYS = {"backend", "variant", "precision", "blur", "height", "width", "p50_ms", "p90_ms", "p99_ms",
                  "mean_ms", "macs", "threads", "iters", "warmup", "throughput_ips", "blur_measured", "occupancy"}
@@ -147,12 +138,52 @@ def test_count_macs_follows_data_dependent_k(rng, tmp_path):
 # ---------------------------------------------------------------- timing and machine info
 
 
-def test_time_calls_counts_runs_and_orders_percentiles():
-    calls = []
-    timing = time_calls(lambda: calls.append(1), iters=5, warmup=2)
-    assert len(calls) == 7
-    assert len(timing.times_ms) == 5 and timing.timer == "wall"
-    assert 0 <= timing.percentile(50) <= timing.percentile(90) <= timing.percentile(99) <= max(timing.times_ms)
+def test_time_calls_times_each_run_after_the_warmup(monkeypatch):
+    """On a scripted clock: warm-up runs are not timed, each timed run is timed alone, in ms."""
+    durations = iter([0.001, 0.002, 0.003, 0.004, 0.100])  # seconds per timed run
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def call() -> None:
+        calls.append(1)
+        if len(calls) > 2:  # after the two warm-up runs
+            now[0] += next(durations)
+
+    calls: list[int] = []
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+    result = timing.time_calls(call, iters=5, warmup=2)
+    assert len(calls) == 7 and result.timer == "wall"
+    assert result.times_ms == pytest.approx((1.0, 2.0, 3.0, 4.0, 100.0))
+    assert result.percentile(50) == pytest.approx(3.0)
+    assert result.mean == pytest.approx(22.0)
+
+
+def test_cuda_events_bracket_each_timed_call(monkeypatch):
+    """The GPU timer on fake events: a start and an end event around each timed call, and the
+    end waited for before its time is read."""
+    log: list[str] = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing: bool) -> None:
+            assert enable_timing
+            self.at = -1
+
+        def record(self) -> None:
+            log.append("record")
+            self.at = len(log)
+
+        def synchronize(self) -> None:
+            log.append("sync")
+
+        def elapsed_time(self, end: "FakeEvent") -> float:
+            return float(end.at - self.at)
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    result = timing.time_calls(lambda: log.append("call"), iters=2, warmup=1, cuda_events=True)
+    assert log == ["call"] + ["record", "call", "record", "sync"] * 2
+    assert result.timer == "cuda_events" and result.times_ms == (2.0, 2.0)
 
 
 def test_parse_power_lines():
@@ -180,11 +211,12 @@ def test_machine_info_is_json_ready():
 
 
 def test_parse_size():
-    assert parse_size("512") == (512, 512)
-    assert parse_size("1080x1920") == (1080, 1920)
+    """The --size parser of `m2ae bench`: a side (square) or height x width."""
+    assert parse_size("512", "--size") == (512, 512)
+    assert parse_size("1080x1920", "--size") == (1080, 1920)
     for bad in ("0", "12x", "x12", "-4", "axb", "1x2x3"):
-        with pytest.raises(UserError):
-            parse_size(bad)
+        with pytest.raises(UserError, match="--size"):
+            parse_size(bad, "--size")
 
 
 @pytest.mark.parametrize("change", [
@@ -196,19 +228,23 @@ def test_bench_config_rejects(change, tmp_path):
         BenchConfig(out=tmp_path, **change)
 
 
-def _register_bench(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make `m2ae bench` reachable through cli.main, whether or not the CLI already lists it."""
-    subparsers = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "bench" not in subparsers.choices:
-        monkeypatch.setattr(cli, "_COMMAND_MODULES", (*cli._COMMAND_MODULES, BENCH_MODULE))
+def test_torch_runs_portable_and_plugin_once_as_pruned(tmp_path):
+    """On torch both pruned lowerings mean the checkpoint's pruned forward: one job, counted on
+    the first of them asked for."""
+    config = BenchConfig(out=tmp_path, backends=("torch",), variants=("dense", "portable", "plugin"),
+                         precisions=("fp32", "fp16"))
+    notes: list[str] = []
+    jobs = latency._plan(config, notes)
+    assert [(job.variant, job.precision, job.graph) for job in jobs] == [("dense", "fp32", "dense"),
+                                                                         ("pruned", "fp32", "portable")]
+    assert notes == ["torch: runs fp32 only; fp16 skipped"]
 
 
 @pytest.mark.parametrize("args", [
     ["--blur", "0,120"], ["--blur", "ten"], ["--backends", "onnx,cuda"], ["--variants", "dense,foo"],
     ["--precision", "fp8"], ["--size", "12x"], ["--size", "1080*1920"],
 ])
-def test_cli_bad_arguments_exit_2_with_one_line(args, tmp_path, monkeypatch, capsys):
-    _register_bench(monkeypatch)
+def test_cli_bad_arguments_exit_2_with_one_line(args, tmp_path, capsys):
     assert cli.main(["bench", *args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("m2ae bench: error:") and "\n" not in err
@@ -238,21 +274,25 @@ def bench_run(tmp_path_factory) -> Run:
     return Run(config, run_benchmark(config))
 
 
+@pytest.mark.slow
 def test_bench_records_have_required_fields(bench_run):
     records = json.loads(bench_run.report.results_json.read_text())
     assert isinstance(records, list)
     measured = {(r["backend"], r["variant"], r["blur"]) for r in records}
-    expected = {(b, v, blur) for b in ("onnx", "torch") for v in ("dense", "plugin") for blur in (0.0, 100.0)}
+    expected = {(b, v, blur) for b, pruned in (("onnx", "plugin"), ("torch", "pruned")) for v in ("dense", pruned)
+                for blur in (0.0, 100.0)}
     assert expected <= measured
     for record in records:
         assert REQUIRED_KEYS <= set(record)
         # 30 is rounded up to the network multiple (4).
         assert (record["height"], record["width"]) == (32, 32)
-        assert record["p50_ms"] <= record["p90_ms"] <= record["p99_ms"]
+        # Two timed runs: their median is their mean, and throughput is its inverse.
+        assert record["p50_ms"] == pytest.approx(record["mean_ms"])
+        assert record["throughput_ips"] == pytest.approx(1e3 / record["mean_ms"])
         assert record["iters"] == 2 and record["warmup"] == 1
         assert record["blur_measured"] == record["blur"]
         assert record["occupancy"] == record["blur"]  # blob masks of 0% and 100%: no tile or every tile
-        if record["variant"] == "plugin" and record["blur"] == 0.0:
+        if record["variant"] != "dense" and record["blur"] == 0.0:
             assert record["macs"] == 0, "an all-sharp frame skips the body"
         else:
             assert record["macs"] > 0
@@ -261,22 +301,24 @@ def test_bench_records_have_required_fields(bench_run):
     assert any("rounded up to 32x32" in note for note in bench_run.report.notes)
 
 
+@pytest.mark.slow
 def test_bench_speedup_and_macs_consistent(bench_run):
     by_key = {(r.backend, r.variant, r.blur): r for r in bench_run.report.records}
-    for backend in ("onnx", "torch"):
+    for backend, pruned in (("onnx", "plugin"), ("torch", "pruned")):
         for blur in (0.0, 100.0):
-            dense, plugin = by_key[(backend, "dense", blur)], by_key[(backend, "plugin", blur)]
+            dense, plugin = by_key[(backend, "dense", blur)], by_key[(backend, pruned, blur)]
             assert dense.speedup_vs_dense == pytest.approx(1.0)
             assert plugin.speedup_vs_dense == pytest.approx(dense.p50_ms / plugin.p50_ms)
     assert by_key[("onnx", "plugin", 0.0)].macs < by_key[("onnx", "plugin", 100.0)].macs
     assert by_key[("onnx", "dense", 0.0)].macs == by_key[("onnx", "dense", 100.0)].macs
     # Every tile is active at 100%: above dense_above, the pruned graph runs the dense body.
     assert by_key[("onnx", "plugin", 100.0)].macs == by_key[("onnx", "dense", 100.0)].macs
-    assert by_key[("torch", "plugin", 0.0)].macs == by_key[("onnx", "plugin", 0.0)].macs
+    assert by_key[("torch", "pruned", 0.0)].macs == by_key[("onnx", "plugin", 0.0)].macs
     table = format_table(bench_run.report.records)
     assert len(table.splitlines()) == len(bench_run.report.records) + 1
 
 
+@pytest.mark.slow
 def test_bench_csv_and_machine_json(bench_run):
     with bench_run.report.results_csv.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -287,6 +329,7 @@ def test_bench_csv_and_machine_json(bench_run):
     assert machine["machine"]["cpu_count"] >= 1
 
 
+@pytest.mark.slow
 def test_bench_plots_are_png(bench_run):
     names = {p.name for p in bench_run.report.plots}
     assert names == {"latency_32x32.png", "speedup_32x32.png", "macs_32x32.png"}
@@ -296,8 +339,9 @@ def test_bench_plots_are_png(bench_run):
             image.verify()
 
 
+@pytest.mark.slow
 def test_bench_trt_skipped_or_measured(bench_run):
-    reason = trt_unavailable()
+    reason = tensorrt_unavailable()
     trt_records = [r for r in bench_run.report.records if r.backend == "trt"]
     if reason is None:
         pytest.skip("TensorRT and a GPU are present: the trt backend ran instead of being skipped")
@@ -305,6 +349,7 @@ def test_bench_trt_skipped_or_measured(bench_run):
     assert sum(note.startswith("trt: skipped:") for note in bench_run.report.notes) == 1
 
 
+@pytest.mark.slow
 def test_count_macs_on_exported_model(bench_run, rng):
     """MACs follow the branch taken: none for an all-sharp frame, the tiled body's for a
     few active tiles, the dense body's above ``dense_above``."""
@@ -324,6 +369,7 @@ def test_count_macs_on_exported_model(bench_run, rng):
     assert plugin[2] == dense[2]
 
 
+@pytest.mark.slow
 def test_bench_reuses_exported_models(bench_run):
     models = bench_run.config.models_path
     before = {p.name: p.stat().st_mtime_ns for p in models.glob("*.onnx")}
@@ -335,6 +381,7 @@ def test_bench_reuses_exported_models(bench_run):
     assert {p.name: p.stat().st_mtime_ns for p in models.glob("*.onnx")} == before
 
 
+@pytest.mark.slow
 def test_bench_reexports_models_of_another_checkpoint(bench_run, tmp_path):
     stale = tmp_path / "models"
     stale.mkdir()
@@ -351,8 +398,8 @@ def test_bench_reexports_models_of_another_checkpoint(bench_run, tmp_path):
     assert metadata["m2ae.checkpoint_sha256"] == file_sha256(bench_run.config.checkpoint)
 
 
-def test_cli_bench_prints_table(bench_run, tmp_path, monkeypatch, capsys):
-    _register_bench(monkeypatch)
+@pytest.mark.slow
+def test_cli_bench_prints_table(bench_run, tmp_path, capsys):
     out = tmp_path / "out"
     code = cli.main(["bench", "--checkpoint", bench_run.config.checkpoint, "--backends", "onnx",
                      "--variants", "dense", "--blur", "0,50", "--size", "32", "--iters", "1", "--warmup", "0",
@@ -386,6 +433,7 @@ def test_break_even_interpolates_the_crossing_of_the_tiled_body() -> None:
     assert "faster than dense at every measured occupancy (20-20%)" in lines[1]
 
 
+@pytest.mark.slow
 def test_bench_on_predicted_masks(bench_run):
     """``masks="predicted"``: one record per held-out image and variant, its blur the mask's own share."""
     config = BenchConfig(out=bench_run.config.out / "predicted", checkpoint=bench_run.config.checkpoint,
@@ -402,6 +450,7 @@ def test_bench_on_predicted_masks(bench_run):
         BenchConfig(out=config.out, masks="painted")
 
 
+@pytest.mark.slow
 def test_bench_rounds_pool_the_timed_runs(bench_run):
     config = BenchConfig(out=bench_run.config.out / "rounds", checkpoint=bench_run.config.checkpoint,
                          backends=("onnx",), variants=("dense", "plugin"), blur=(0.0, 50.0), sizes=((32, 32),),
@@ -413,3 +462,22 @@ def test_bench_rounds_pool_the_timed_runs(bench_run):
     assert all(r.iters == 6 for r in report.records)
     with pytest.raises(UserError, match="--rounds"):
         BenchConfig(out=config.out, rounds=0)
+
+
+@pytest.mark.slow
+def test_bench_on_a_loaded_checkpoint_reads_no_checkpoint_file(bench_run, monkeypatch):
+    """An orchestrator (``m2ae demo``) loads the checkpoint once: handed the loaded one, the
+    sweep neither reloads it for torch nor for the exports it finds current."""
+    loaded = load_checkpoint(bench_run.config.checkpoint)
+    reads = []
+    real_read = checkpoint_module.read_checkpoint
+    monkeypatch.setattr(checkpoint_module, "read_checkpoint", lambda path: reads.append(path) or real_read(path))
+    config = BenchConfig(out=bench_run.config.out / "loaded", checkpoint=loaded, backends=("torch", "onnx"),
+                         variants=("dense", "plugin"), blur=(50.0,), sizes=((32, 32),), iters=1, warmup=0, threads=1,
+                         models_dir=bench_run.config.models_path, progress=False, plots=False)
+    report = run_benchmark(config)
+    assert sorted((r.backend, r.variant) for r in report.records) == [("onnx", "dense"), ("onnx", "plugin"),
+                                                                      ("torch", "dense"), ("torch", "pruned")]
+    assert reads == []
+    machine = json.loads(report.machine_json.read_text())
+    assert machine["config"]["checkpoint"] == str(loaded.path)

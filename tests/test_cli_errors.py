@@ -5,6 +5,7 @@ clear the temporary files a killed run left there."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import os
 import shutil
@@ -20,13 +21,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from m2ae.benchmarks.latency import trt_unavailable
 from m2ae.cli import main
 from m2ae.errors import UserError
 from m2ae.model.checkpoint import load_checkpoint, shipped_path
 from m2ae.model.config import PRESETS
 from m2ae.model.train import _free_memory_bytes
-from m2ae.platform_info import detect_platform
+from m2ae.platform_info import detect_platform, tensorrt_unavailable
 from m2ae.runtime.base import EngineOutputs
 from m2ae.runtime.checks import check_finite_outputs
 from m2ae.runtime.torch_engine import TorchEngine
@@ -112,6 +112,7 @@ def test_output_of_the_wrong_kind_is_refused(workdir: Path, capsys: pytest.Captu
     assert tree(workdir) == before
 
 
+@pytest.mark.slow
 def test_read_only_mount_is_refused_before_training(tmp_path: Path) -> None:
     """A read-only filesystem, where a probe file cannot be made though os.access says yes to root."""
     if shutil.which("unshare") is None:
@@ -180,7 +181,22 @@ def test_export_rejects_an_unsupported_opset(workdir: Path, capsys: pytest.Captu
     assert tree(workdir) == []
 
 
-@pytest.mark.skipif(trt_unavailable() is None, reason="TensorRT and a GPU are present: the trt backend runs")
+def test_export_bad_tiles_name_the_option_and_the_value(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = one_error_line(capsys, ["export", "--out", str(workdir / "onnx"), "--tiles", "32,x", "--no-progress"])
+    assert "--tiles 'x': not an integer" in line
+    assert tree(workdir) == []
+
+
+def test_pruning_tiles_keep_their_order_and_repeats() -> None:
+    """One side per U-Net scale: 32,32,16 is three scales, not two."""
+    from m2ae.export.commands import add_pruning_options, pruning_options
+
+    parser = argparse.ArgumentParser()
+    add_pruning_options(parser)
+    assert pruning_options(parser.parse_args(["--tiles", "32, 32,16"])).tiles == (32, 32, 16)
+
+
+@pytest.mark.skipif(tensorrt_unavailable() is None, reason="TensorRT and a GPU are present: the trt backend runs")
 def test_bench_with_only_an_unavailable_backend_is_an_error(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = one_error_line(capsys, ["bench", "--backends", "trt", "--out", str(workdir / "bench"), "--no-progress"])
     assert line.startswith("m2ae bench: error: --backends trt: nothing can be measured here")

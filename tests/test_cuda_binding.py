@@ -142,6 +142,7 @@ def test_every_cuda_python_call_fails_clearly_without_a_gpu():
 # ---------------------------------------------------------------- on a GPU
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not (PLATFORM.has_gpu and INSTALLED), reason="needs an NVIDIA GPU and cuda-python or pycuda")
 @pytest.mark.parametrize("name", INSTALLED)
 def test_copies_through_device_and_mapped_memory(name, rng):

@@ -21,7 +21,16 @@ from op_cases import DTYPES, GATHER_CASES, SCATTER_CASES, assert_bit_equal, gath
 
 from m2ae.errors import UserError
 from m2ae.export.trt_builder import network_flags
-from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP, loader
+from m2ae.trt_plugins import (
+    DOMAIN,
+    GATHER_OP,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+    SCATTER_OP,
+    launchers,
+    loader,
+    manifest,
+)
 from m2ae.trt_plugins.build import PluginBuildConfig, build_plugins
 from m2ae.trt_plugins.reference import masked_gather, masked_scatter
 
@@ -67,7 +76,7 @@ def _find_device() -> Device | None:
 
 
 def _capability_arch() -> str:
-    capability = loader.visible_compute_capability()
+    capability = manifest.visible_compute_capability()
     assert capability is not None
     return f"{capability[0]}{capability[1]}"
 
@@ -81,7 +90,7 @@ def device() -> Device:
 
 
 @pytest.fixture(scope="module")
-def kernels(device: Device, tmp_path_factory: pytest.TempPathFactory) -> loader.MaskedOpsKernels:
+def kernels(device: Device, tmp_path_factory: pytest.TempPathFactory) -> launchers.MaskedOpsKernels:
     if os.environ.get(loader.KERNELS_LIB_ENV):
         return loader.load_kernels()
     if shutil.which("cmake") is None:
@@ -91,6 +100,7 @@ def kernels(device: Device, tmp_path_factory: pytest.TempPathFactory) -> loader.
     return loader.load_kernels(result.out_dir)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", GATHER_CASES)
 def test_gather_matches_reference(kernels, device, rng, case, dtype) -> None:
@@ -102,6 +112,7 @@ def test_gather_matches_reference(kernels, device, rng, case, dtype) -> None:
     assert_bit_equal(device.get(out), masked_gather(dense, tiles, tile, halo))
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gather_into_misaligned_output(kernels, device, rng, dtype) -> None:
     """The kernels assume no alignment: an output one element off runs and is right."""
@@ -114,6 +125,7 @@ def test_gather_into_misaligned_output(kernels, device, rng, dtype) -> None:
     assert_bit_equal(device.get(out), masked_gather(dense, tiles, tile, halo))
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", SCATTER_CASES)
@@ -128,6 +140,7 @@ def test_scatter_matches_reference(kernels, device, rng, case, dtype, in_place) 
         assert_bit_equal(device.get(base_dev), base)
 
 
+@pytest.mark.gpu
 def test_wrappers_reject_mismatched_arrays(kernels, device) -> None:
     dense = device.put(np.zeros((1, 4, 6, 6), np.float32))
     tiles = device.put(np.arange(3, dtype=np.int32))
@@ -209,6 +222,8 @@ def run_one_op_engine(trt: ModuleType, op_type: str, inputs: dict[str, np.ndarra
     return out.cpu().numpy()
 
 
+@pytest.mark.gpu
+@pytest.mark.tensorrt
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [(2, 17, 16, 16, 8, 2, 8), (1, 3, 17, 13, 4, 1, 20)])
 def test_tensorrt_gather_plugin_matches_reference(tensorrt, rng, case, dtype) -> None:
@@ -220,6 +235,8 @@ def test_tensorrt_gather_plugin_matches_reference(tensorrt, rng, case, dtype) ->
     assert_bit_equal(out, masked_gather(dense, tiles, tile, halo))
 
 
+@pytest.mark.gpu
+@pytest.mark.tensorrt
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [(2, 17, 16, 16, 8, 5), (1, 3, 17, 13, 4, 20)])
 def test_tensorrt_scatter_plugin_matches_reference(tensorrt, rng, case, dtype) -> None:

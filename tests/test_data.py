@@ -534,7 +534,8 @@ def test_reloblur_roundtrip(tmp_path, rng):
     write_pair(tmp_path / "b" / "07_blur.png", tmp_path / "gt" / "07_sharp.png", tmp_path / "m" / "07_mask.png", rng)
     (tmp_path / "readme.png").write_bytes(b"ignored: no role suffix")
     pairs = open_pairs(tmp_path)
-    assert pairs.layout == RELOBLUR and pairs.has_masks and len(pairs) == 3
+    assert pairs.layout == RELOBLUR and len(pairs) == 3
+    assert all(files.mask is not None for files in pairs.pairs)
     assert [p.name for p in pairs.pairs] == ["b/07", "s1/00", "s2/00"]
     items = list(pairs)
     for item, files in zip(items, pairs.pairs):
@@ -548,7 +549,7 @@ def test_reloblur_roundtrip(tmp_path, rng):
 def test_reloblur_without_masks(tmp_path, rng):
     write_pair(tmp_path / "a_blur.png", tmp_path / "a_sharp.png", None, rng)
     pairs = open_pairs(tmp_path)
-    assert not pairs.has_masks and pairs[0]["mask"] is None and pairs[0]["name"] == "a"
+    assert pairs.pairs[0].mask is None and pairs[0]["mask"] is None and pairs[0]["name"] == "a"
 
 
 def test_paired_roundtrip(tmp_path, rng):
@@ -556,7 +557,8 @@ def test_paired_roundtrip(tmp_path, rng):
         write_pair(tmp_path / "blur" / f"{name}.png", tmp_path / "sharp" / f"{name}.png",
                    tmp_path / "mask" / f"{name}.png", rng, size=(8, 14))
     pairs = open_pairs(tmp_path)
-    assert pairs.layout == PAIRED and len(pairs) == 2 and pairs.has_masks
+    assert pairs.layout == PAIRED and len(pairs) == 2
+    assert all(files.mask is not None for files in pairs.pairs)
     item = pairs[1]
     assert item["name"] == "y"
     np.testing.assert_array_equal(item["sharp"].numpy(), read_image(tmp_path / "sharp" / "y.png").transpose(2, 0, 1))

@@ -1,8 +1,8 @@
 """``m2ae export``: files, ONNX contract (opset, checker, metadata, plugin nodes, dynamic
 shapes, precisions) and parity of every fp32 variant with PyTorch; fp16/int8 fidelity.
 
-One random-weight checkpoint is exported once per module (all variants x precisions,
-and the mask-input variants) and shared by every test.
+The session's ``exported_models`` (one random-weight checkpoint, every variant x
+precision, with and without a mask input) are shared by every test.
 """
 
 from __future__ import annotations
@@ -14,23 +14,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from factories import perturbed_model
+from factories import SMALL_CONFIG, ExportedModels
 from onnx import TensorProto, numpy_helper
 
+import m2ae.model.checkpoint as checkpoint_module
 from m2ae.cli import main
-from m2ae.export.onnx_export import model_filename
+from m2ae.errors import UserError
+from m2ae.export.onnx_export import ExportConfig, export_models, model_filename
 from m2ae.export.precision import INT8_OPSET
-from m2ae.model.checkpoint import save_checkpoint
-from m2ae.model.config import M2AEConfig
+from m2ae.model.checkpoint import load_checkpoint
 from m2ae.model.pruned import DenseGraph, PrunedM2AE, PruningOptions
 from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
 from m2ae.trt_plugins.onnx_ops import all_graphs
 
-CONFIG = M2AEConfig(
-    preset="custom", width=4, num_scales=3, enc_blocks=(1, 1, 1), dec_blocks=(1, 1), motion_channels=4,
-    mask_channels=4, threshold=0.45,
-)
+CONFIG = SMALL_CONFIG
 VARIANTS = ("plugin", "portable", "dense")
 PRECISIONS = ("fp32", "fp16", "int8")
 MASKIN_PRECISIONS = ("fp32", "fp16", "int8")
@@ -42,12 +40,10 @@ INT8_MIN_PSNR, INT8_MAX_FLIP = 40.0, 0.02
 
 
 class Exported:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.checkpoint = root / "net.pt"
-        self.out = root / "onnx"
-        self.model = perturbed_model(CONFIG, seed=0)
-        save_checkpoint(self.checkpoint, {"config": CONFIG.to_dict(), "step": 7, "model": self.model.state_dict()})
+    def __init__(self, models: ExportedModels) -> None:
+        self.checkpoint = models.checkpoint
+        self.out = models.out
+        self.model = models.model()
         self._engines: dict[str, OnnxRuntimeEngine] = {}
 
     def path(self, variant: str, precision: str, mask_input: bool = False) -> Path:
@@ -61,13 +57,8 @@ class Exported:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    ex = Exported(tmp_path_factory.mktemp("export"))
-    common = ["export", "--checkpoint", str(ex.checkpoint), "--out", str(ex.out), "--variants", ",".join(VARIANTS),
-              "--calib-images", "2", "--no-progress"]
-    assert main([*common, "--precision", ",".join(PRECISIONS)]) == 0
-    assert main([*common, "--precision", ",".join(MASKIN_PRECISIONS), "--mask-input"]) == 0
-    return ex
+def exported(exported_models: ExportedModels) -> Exported:
+    return Exported(exported_models)
 
 
 def all_models() -> list[tuple[str, str, bool]]:
@@ -98,6 +89,21 @@ def test_export_writes_every_requested_file(exported: Exported) -> None:
     expected = {model_filename(*case) for case in all_models()}
     assert {p.name for p in exported.out.iterdir()} == expected
     assert not list(exported.out.glob("*.tmp")) and not list(exported.out.glob(".*"))
+
+
+def test_export_takes_a_loaded_checkpoint(exported: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An orchestrator loads once: handed the loaded checkpoint, the export reads no file
+    and writes what the export from the path wrote."""
+    loaded = load_checkpoint(exported.checkpoint)
+    with pytest.raises(UserError, match="not 'tiny'"):
+        load_checkpoint(loaded, expect_preset="tiny")
+
+    def no_second_read(path: object) -> None:
+        raise AssertionError(f"{path} read again")
+
+    monkeypatch.setattr(checkpoint_module, "read_checkpoint", no_second_read)
+    (written,) = export_models(ExportConfig(checkpoint=loaded, out=tmp_path, variants=("dense",), progress=False))
+    assert written.path.read_bytes() == exported.path("dense", "fp32").read_bytes()
 
 
 @pytest.mark.parametrize("case", all_models(), ids=model_id)
@@ -425,7 +431,8 @@ def test_reduced_precision_with_mask_input(exported: Exported) -> None:
         (["--variants", "plugin,fancy"], "--variants"),
         (["--precision", "fp8"], "--precision"),
         (["--opset", "16"], "--opset"),
-        (["--precision", "int8", "--calib", "no/such/folder"], "--calib"),
+        # Slow: the calibration folder is only read after the fp32 graphs are traced.
+        pytest.param(["--precision", "int8", "--calib", "no/such/folder"], "--calib", marks=pytest.mark.slow),
     ],
 )
 def test_export_rejects_bad_options(exported: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str],

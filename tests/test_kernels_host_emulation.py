@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from op_cases import DTYPES, GATHER_CASES, SCATTER_CASES, assert_bit_equal, gather_inputs, num_tiles, scatter_inputs
+from op_cases import DTYPES, GATHER_CASES, SCATTER_CASES, assert_bit_equal, gather_inputs, scatter_inputs
 
 from m2ae.errors import UserError
 from m2ae.trt_plugins.build import SOURCE_DIR, find_nvcc
+from m2ae.trt_plugins.contract import tile_count
 from m2ae.trt_plugins.reference import masked_gather, masked_scatter
 
 EMULATION_SOURCE = Path(__file__).parent / "csrc" / "kernels_host_emulation.cu"
@@ -145,7 +146,7 @@ def test_gather_matches_reference(emulated, rng, case, dtype) -> None:
 def test_gather_every_tile_for_each_halo(emulated, rng, halo, dtype) -> None:
     """Every cell of a 2-image map with partial edge tiles; halo 5 is wider than the tile."""
     n, c, h, w, tile = 2, 3, 13, 11, 3
-    dense, tiles = gather_inputs(rng, n, c, h, w, tile, num_tiles(n, h, w, tile), dtype)
+    dense, tiles = gather_inputs(rng, n, c, h, w, tile, tile_count(n, h, w, tile), dtype)
     check_gather(emulated, dense, tiles, tile, halo)
 
 
@@ -177,7 +178,7 @@ def test_threads_per_block_follow_the_window(emulated, rng, tile, halo, threads)
        seed=st.integers(0, 2**32 - 1))
 def test_gather_random_shapes(emulated, n, c, h, w, tile, halo, extra, fp16, seed) -> None:
     """B from a few tiles up to every cell and a few repeats past it."""
-    b = max(num_tiles(n, h, w, tile) + extra, 0)
+    b = max(tile_count(n, h, w, tile) + extra, 0)
     dense, tiles = gather_inputs(np.random.default_rng(seed), n, c, h, w, tile, b,
                                  np.float16 if fp16 else np.float32)
     check_gather(emulated, dense, tiles, tile, halo)
@@ -188,7 +189,7 @@ def test_gather_random_shapes(emulated, n, c, h, w, tile, halo, extra, fp16, see
        tile=st.integers(1, 9), fraction=st.floats(0, 1), in_place=st.booleans(), fp16=st.booleans(),
        seed=st.integers(0, 2**32 - 1))
 def test_scatter_random_shapes(emulated, n, c, h, w, tile, fraction, in_place, fp16, seed) -> None:
-    b = round(fraction * num_tiles(n, h, w, tile))
+    b = round(fraction * tile_count(n, h, w, tile))
     base, values, tiles = scatter_inputs(np.random.default_rng(seed), n, c, h, w, tile, b,
                                          np.float16 if fp16 else np.float32)
     check_scatter(emulated, base, values, tiles, in_place)

@@ -19,19 +19,19 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from m2ae.benchmarks.parity import (
-    ParityConfig,
+from m2ae.benchmarks import parity as parity_module
+from m2ae.benchmarks.parity import ParityConfig, load_inputs, run_parity
+from m2ae.benchmarks.parity_metrics import (
     ParityMetrics,
     ParityThresholds,
     PrecisionThreshold,
-    load_inputs,
     parity_metrics,
-    run_parity,
     threshold_violations,
 )
 from m2ae.benchmarks.strips import GAP
 from m2ae.cli import main
 from m2ae.engine_sidecar import EngineKey, Profile, Sidecar, cache_key, sidecar_path
+from m2ae.errors import UserError
 from m2ae.export.onnx_export import ExportConfig, export_models, model_filename
 from m2ae.imageio import read_image, write_image
 from m2ae.model.checkpoint import save_checkpoint
@@ -186,6 +186,7 @@ def test_load_inputs_pads_folder_images_and_keeps_sizes(tmp_path: Path) -> None:
 # ---- runs against PyTorch ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fp32_candidates_pass_and_match_direct_runs(models: Models, tmp_path: Path) -> None:
     candidates = [models.path(v, "fp32") for v in VARIANTS] + [models.path("plugin", "fp32", mask_input=True)]
     report = parity(models, candidates, tmp_path)
@@ -206,26 +207,29 @@ def test_fp32_candidates_pass_and_match_direct_runs(models: Models, tmp_path: Pa
     assert report.candidates[1].metrics.max_abs == pytest.approx(worst, rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_models_run_through_the_shipped_engines(models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Parity checks what `m2ae infer` runs: reference and candidates open through
-    ``open_engine``, and a candidate's engine is closed once Polygraphy is done with it."""
-    from m2ae.runtime import base
-
+    ``open_engine``, each once, and every engine is closed once Polygraphy is done with it."""
     opened = []
-    real_open_engine = base.open_engine
+    real_open_engine = parity_module.open_engine
 
     def recording_open_engine(path: object, **options: object) -> object:
         engine = real_open_engine(path, **options)
         opened.append(engine)
         return engine
 
-    monkeypatch.setattr(base, "open_engine", recording_open_engine)
+    monkeypatch.setattr(parity_module, "open_engine", recording_open_engine)
     report = parity(models, [models.path("portable", "fp32")], tmp_path)
     assert [c.status for c in report.candidates] == ["pass"]
     assert [engine.backend for engine in opened] == ["torch", "onnxruntime"]
     assert opened[1].threads == 1 and opened[1].session is None  # released after its run
+    for engine in opened:
+        with pytest.raises(UserError, match="closed"):
+            engine.infer(np.zeros((1, 3, 64, 64), np.float32))
 
 
+@pytest.mark.slow
 def test_reduced_precisions_report_psnr_and_flips(models: Models, tmp_path: Path) -> None:
     candidates = [models.path(v, p) for p in ("fp16", "int8") for v in VARIANTS]
     report = parity(models, candidates, tmp_path)
@@ -242,6 +246,7 @@ def test_reduced_precisions_report_psnr_and_flips(models: Models, tmp_path: Path
     assert report.exit_code == (0 if all(c.status == "pass" for c in report.candidates) else 1)
 
 
+@pytest.mark.slow
 def test_folder_images_are_cropped_back(models: Models, tmp_path: Path) -> None:
     folder = tmp_path / "images"
     rng = np.random.default_rng(1)
@@ -259,15 +264,18 @@ def test_folder_images_are_cropped_back(models: Models, tmp_path: Path) -> None:
 # ---- the command ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_broken_candidate_fails_with_exit_1_json_and_strips(models: Models, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report.json"
     good = models.path("dense", "fp32")
     code = main(["parity", "--checkpoint", str(models.checkpoint), "--candidates",
-                                 f"{good},{models.broken}", "--num-images", "2", "--size", "64", "--json", str(out),
-                                 "--threads", "1"])
+                 f"{good},{models.broken}", "--num-images", "2", "--size", "64", "--json", str(out),
+                 "--threads", "1", "--no-progress"])
     assert code == 1
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    assert captured.err == ""  # --no-progress: no bar
+    lines = captured.out.splitlines()
     assert any(line.startswith("FAIL") and "broken_fp32.onnx" in line for line in lines)
     report = json.loads(out.read_text())
     assert set(report) >= {"reference", "images", "thresholds", "candidates", "passed", "exit_code"}
@@ -285,6 +293,7 @@ def test_broken_candidate_fails_with_exit_1_json_and_strips(models: Models, tmp_
     assert read_image(strips[1]).shape == (size, 5 * size + 4 * GAP, 3)
 
 
+@pytest.mark.slow
 def test_wrong_mask_fails_on_flip_rate(models: Models, tmp_path: Path) -> None:
     report = parity(models, [models.no_mask], tmp_path)
     (result,) = report.candidates
@@ -298,6 +307,7 @@ def test_wrong_mask_fails_on_flip_rate(models: Models, tmp_path: Path) -> None:
     assert any("mask flip rate" in v for v in result.violations)
 
 
+@pytest.mark.slow
 def test_onnx_file_as_reference(models: Models, tmp_path: Path) -> None:
     config = ParityConfig(candidates=(str(models.path("plugin", "fp32")), str(models.broken)),
                           reference=str(models.path("dense", "fp32")), json_path=tmp_path / "r.json", threads=1, **SMALL)
@@ -306,6 +316,7 @@ def test_onnx_file_as_reference(models: Models, tmp_path: Path) -> None:
     assert [c.status for c in report.candidates] == ["pass", "fail"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing candidate", "unknown reference", "empty folder", "unknown suffix",
                                   "not an m2ae model", "mask-input reference on a folder"])
 def test_user_mistakes_exit_2_with_one_line(models: Models, tmp_path: Path,
@@ -338,6 +349,7 @@ def test_user_mistakes_exit_2_with_one_line(models: Models, tmp_path: Path,
     assert not (tmp_path / "report.json").exists()
 
 
+@pytest.mark.slow
 @NO_TENSORRT
 def test_engine_without_tensorrt_is_skipped_with_reason(models: Models, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,8 @@
 GPU-free: the kernels-only library is compiled for sm_87 and sm_90, its launchers are
 called only where they must return before touching a GPU (nothing to do, bad
 arguments), the plugin sources are compiled against TensorRT headers when some are
-available, and the loader's refusals are exercised on manifests.
+available, the loader's refusals are exercised on manifests, and the Python wrappers
+of the launchers on a stand-in library and stand-in device arrays.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from m2ae.errors import UserError
-from m2ae.trt_plugins import build, loader
+from m2ae.trt_plugins import build, loader, manifest
 from m2ae.trt_plugins.build import PluginBuildConfig, build_plugins, parse_arch_list, tensorrt_header_version
-from m2ae.trt_plugins.loader import BuildManifest, LibraryRecord, archs_run_on
+from m2ae.trt_plugins.launchers import MaskedOpsKernels
+from m2ae.trt_plugins.manifest import BuildManifest, LibraryRecord, archs_run_on
 
 HAVE_TOOLS = shutil.which("cmake") is not None and (shutil.which("nvcc") or Path("/usr/local/cuda/bin/nvcc").is_file())
 needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="cmake or nvcc not found: cannot compile the CUDA sources")
@@ -53,29 +56,32 @@ def _tensorrt_include() -> Path | None:
     return None
 
 
-def _fake_build(root: Path, name: str, tensorrt_version: str | None, archs: tuple[str, ...]) -> Path:
-    """A build folder with a manifest and a placeholder file where the library goes.
+def _fake_build(root: Path, name: str, tensorrt_version: str | None, archs: tuple[str, ...],
+                content: bytes = b"not a library") -> Path:
+    """A build folder with a manifest and ``content`` where the plugin library goes.
 
-    The loader must refuse or pick it on its manifest alone, before it loads anything.
+    With the default placeholder the loader must refuse or pick it on its manifest
+    alone, before it loads anything.
     """
     folder = root / name
     folder.mkdir(parents=True)
     library = folder / loader.PLUGIN_LIB_NAME
-    library.write_bytes(b"not a library")
-    manifest = BuildManifest(
+    library.write_bytes(content)
+    record = BuildManifest(
         tensorrt_version=tensorrt_version,
         cuda_archs=archs,
         cuda_version="13.0",
         kernels_only=False,
         libraries={"plugins": LibraryRecord(file=library.name, sha256=build.file_sha256(library))},
     )
-    (folder / loader.MANIFEST_NAME).write_text(manifest.to_json())
+    (folder / manifest.MANIFEST_NAME).write_text(record.to_json())
     return library
 
 
 # --- real compiles ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_tools
 def test_kernels_compile_for_sm87_and_sm90(kernels_build: build.BuildResult) -> None:
     result = kernels_build
@@ -91,6 +97,7 @@ def test_kernels_compile_for_sm87_and_sm90(kernels_build: build.BuildResult) -> 
     assert info["cuda_runtime"] >= 12000
 
 
+@pytest.mark.slow
 @needs_tools
 def test_launchers_return_before_touching_the_gpu(kernels_build: build.BuildResult) -> None:
     lib = loader.load_kernels(kernels_build.kernels_library).lib
@@ -110,6 +117,7 @@ def test_launchers_return_before_touching_the_gpu(kernels_build: build.BuildResu
     assert lib.m2ae_cuda_error_string(CUDA_ERROR_INVALID_VALUE) == b"invalid argument"
 
 
+@pytest.mark.slow
 @needs_tools
 @pytest.mark.skipif(shutil.which("nm") is None, reason="nm (binutils) not found")
 def test_kernels_library_exports_only_the_c_api(kernels_build: build.BuildResult) -> None:
@@ -151,6 +159,7 @@ def test_kernels_read_through_the_read_only_cache(tmp_path: Path, arch: str) -> 
         assert ".local" not in matches[0], f"{kind} uses local memory"
 
 
+@pytest.mark.slow
 @needs_tools
 def test_jetson_target_picks_its_architecture(tmp_path: Path) -> None:
     result = build_plugins(PluginBuildConfig(out_dir=tmp_path, kernels_only=True,
@@ -159,6 +168,8 @@ def test_jetson_target_picks_its_architecture(tmp_path: Path) -> None:
     assert loader.load_kernels(result.kernels_library).build_info()["cuda_archs"] == "87"
 
 
+@pytest.mark.slow
+@pytest.mark.tensorrt
 @needs_tools
 def test_plugin_sources_compile_against_tensorrt_headers(tmp_path: Path) -> None:
     include = _tensorrt_include()
@@ -174,6 +185,7 @@ def test_plugin_sources_compile_against_tensorrt_headers(tmp_path: Path) -> None
         "plugin_registration"))
 
 
+@pytest.mark.slow
 @needs_tools
 def test_plugin_build_without_tensorrt_says_what_to_install(tmp_path: Path) -> None:
     system_headers = [Path(p) / "NvInferRuntime.h" for p in (
@@ -183,7 +195,7 @@ def test_plugin_build_without_tensorrt_says_what_to_install(tmp_path: Path) -> N
     with pytest.raises(UserError, match="--tensorrt-root.*--kernels-only"):
         build_plugins(PluginBuildConfig(out_dir=tmp_path, archs=("87",)))
     assert not (tmp_path / loader.PLUGIN_LIB_NAME).exists()
-    assert not (tmp_path / loader.MANIFEST_NAME).exists()
+    assert not (tmp_path / manifest.MANIFEST_NAME).exists()
 
 
 # --- build driver errors (no compile) --------------------------------------------------
@@ -260,10 +272,26 @@ def test_load_without_any_build_says_build(plugin_root: Path) -> None:
         loader.load_kernels()
 
 
+@pytest.mark.slow
+@needs_tools
+def test_load_says_which_file_it_loaded(kernels_build: build.BuildResult, plugin_root: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without TensorRT in the way any shared library stands in for the plugin library.
+    library = _fake_build(plugin_root, "b", tensorrt_version="10.3.0", archs=("87",),
+                          content=kernels_build.kernels_library.read_bytes())
+    monkeypatch.setattr(manifest, "tensorrt_version", lambda: "10.3.0")
+    monkeypatch.setattr(manifest, "visible_compute_capability", lambda: None)
+    monkeypatch.setattr(loader, "tensorrt_module", lambda: None)
+    for given in (None, library.parent, library):
+        loaded = loader.load(given)
+        assert loaded.path == library.resolve()
+        assert loaded.handle.m2ae_kernels_build_info  # the open handle is that file's
+
+
 def test_load_refuses_other_tensorrt_version(plugin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     library = _fake_build(plugin_root, "old", tensorrt_version="10.3.0", archs=("87",))
-    monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: "11.1.0")
-    monkeypatch.setattr(loader, "visible_compute_capability", lambda: None)
+    monkeypatch.setattr(manifest, "tensorrt_version", lambda: "11.1.0")
+    monkeypatch.setattr(manifest, "visible_compute_capability", lambda: None)
     with pytest.raises(UserError, match=r"built against TensorRT 10\.3\.0 but this Python has TensorRT 11\.1\.0"):
         loader.load(library)
     with pytest.raises(UserError, match="TensorRT 10.3.0"):
@@ -272,16 +300,16 @@ def test_load_refuses_other_tensorrt_version(plugin_root: Path, monkeypatch: pyt
 
 def test_load_accepts_same_major_minor_other_patch(plugin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     library = _fake_build(plugin_root, "b", tensorrt_version="10.3.0", archs=("87",))
-    monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: "10.3.1.post1")
-    monkeypatch.setattr(loader, "visible_compute_capability", lambda: (8, 7))
+    monkeypatch.setattr(manifest, "tensorrt_version", lambda: "10.3.1.post1")
+    monkeypatch.setattr(manifest, "visible_compute_capability", lambda: (8, 7))
     found = loader.find_library(loader.PLUGIN_LIB_NAME, None, loader.PLUGIN_LIB_ENV, need_tensorrt=True)
     assert found == library.resolve()
 
 
 def test_load_refuses_other_gpu_architecture(plugin_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     library = _fake_build(plugin_root, "desktop", tensorrt_version="10.3.0", archs=("89-real", "90-real"))
-    monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: None)
-    monkeypatch.setattr(loader, "visible_compute_capability", lambda: (8, 7))
+    monkeypatch.setattr(manifest, "tensorrt_version", lambda: None)
+    monkeypatch.setattr(manifest, "visible_compute_capability", lambda: (8, 7))
     with pytest.raises(UserError, match=r"architectures 89-real,90-real but the GPU is sm_87.*--arch 87"):
         loader.load(library)
 
@@ -291,30 +319,30 @@ def test_default_search_skips_incompatible_newer_build(plugin_root: Path, monkey
     newer = _fake_build(plugin_root, "trt11", tensorrt_version="11.1.0", archs=("87",))
     os.utime(fitting, (1_000_000, 1_000_000))
     assert newer.stat().st_mtime > fitting.stat().st_mtime
-    monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: "10.3.0")
-    monkeypatch.setattr(loader, "visible_compute_capability", lambda: None)
+    monkeypatch.setattr(manifest, "tensorrt_version", lambda: "10.3.0")
+    monkeypatch.setattr(manifest, "visible_compute_capability", lambda: None)
     found = loader.find_library(loader.PLUGIN_LIB_NAME, None, loader.PLUGIN_LIB_ENV, need_tensorrt=True)
     assert found == fitting.resolve()
-    monkeypatch.setattr(loader, "runtime_tensorrt_version", lambda: "11.1.0")
+    monkeypatch.setattr(manifest, "tensorrt_version", lambda: "11.1.0")
     found = loader.find_library(loader.PLUGIN_LIB_NAME, None, loader.PLUGIN_LIB_ENV, need_tensorrt=True)
     assert found == newer.resolve()
 
 
 def test_unreadable_manifest_is_a_user_error(plugin_root: Path) -> None:
     library = _fake_build(plugin_root, "broken", tensorrt_version="10.3.0", archs=("87",))
-    (library.parent / loader.MANIFEST_NAME).write_text("{not json")
+    (library.parent / manifest.MANIFEST_NAME).write_text("{not json")
     with pytest.raises(UserError, match="unreadable plugin build manifest"):
         loader.load(library)
 
 
 def test_manifest_round_trip(tmp_path: Path) -> None:
-    manifest = BuildManifest(tensorrt_version="10.3.0", cuda_archs=("87", "110"), cuda_version="13.0",
-                             kernels_only=False, libraries={"plugins": LibraryRecord("libx.so", "ab" * 32)},
-                             source_sha256="cd" * 32, built_at="2026-01-01T00:00:00+00:00")
+    record = BuildManifest(tensorrt_version="10.3.0", cuda_archs=("87", "110"), cuda_version="13.0",
+                           kernels_only=False, libraries={"plugins": LibraryRecord("libx.so", "ab" * 32)},
+                           source_sha256="cd" * 32, built_at="2026-01-01T00:00:00+00:00")
     path = tmp_path / "manifest.json"
-    path.write_text(manifest.to_json())
-    assert BuildManifest.from_file(path) == manifest
-    assert json.loads(path.read_text())["format"] == loader.MANIFEST_FORMAT
+    path.write_text(record.to_json())
+    assert BuildManifest.from_file(path) == record
+    assert json.loads(path.read_text())["format"] == manifest.MANIFEST_FORMAT
 
 
 @pytest.mark.parametrize(
@@ -335,3 +363,87 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
 )
 def test_archs_run_on(archs: tuple[str, ...], capability: tuple[int, int], expected: bool | None) -> None:
     assert archs_run_on(archs, capability) is expected
+
+
+# --- launcher wrappers (a stand-in library, stand-in device arrays) --------------------
+
+
+class _Launcher:
+    """Stands in for one C function of the library: takes ctypes' argtypes/restype, records calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+
+    def __call__(self, *args: int) -> int:
+        self.calls.append(args)
+        return 0
+
+
+class _StubLibrary:
+    def __init__(self) -> None:
+        self.m2ae_masked_gather = _Launcher()
+        self.m2ae_masked_scatter = _Launcher()
+        self.m2ae_cuda_error_string = _Launcher()
+        self.m2ae_kernels_build_info = _Launcher()
+
+
+class _DeviceBuffer:
+    """Says it lives on a GPU (``__cuda_array_interface__``); the wrappers never read it."""
+
+    def __init__(self, pointer: int, shape: tuple[int, ...], dtype: type = np.float32,
+                 strides: tuple[int, ...] | None = None) -> None:
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": np.dtype(dtype).str, "data": (pointer, False),
+                                         "strides": strides, "version": 3}
+
+
+def _gather_buffers() -> dict:
+    # dense 2 x 4 x 7 x 6, three tiles of 3 with halo 1: out 3 x 4 x 5 x 5.
+    return {"out": _DeviceBuffer(1, (3, 4, 5, 5)), "dense": _DeviceBuffer(2, (2, 4, 7, 6)),
+            "tiles": _DeviceBuffer(3, (3,), np.int32), "tile": 3, "halo": 1}
+
+
+def _scatter_buffers() -> dict:
+    return {"out": _DeviceBuffer(1, (2, 4, 7, 6)), "base": _DeviceBuffer(2, (2, 4, 7, 6)),
+            "values": _DeviceBuffer(4, (3, 4, 3, 3)), "tiles": _DeviceBuffer(3, (3,), np.int32)}
+
+
+def test_launcher_wrappers_pass_sizes_and_dtype_codes() -> None:
+    lib = _StubLibrary()
+    kernels = MaskedOpsKernels(lib)  # type: ignore[arg-type]
+    half = {"out": _DeviceBuffer(1, (3, 4, 5, 5), np.float16), "dense": _DeviceBuffer(2, (2, 4, 7, 6), np.float16)}
+    kernels.gather(**{**_gather_buffers(), **half}, stream=9)
+    # out, dense, tiles, N, C, H, W, B, tile, halo, dtype (float16: 1), stream
+    assert lib.m2ae_masked_gather.calls == [(1, 2, 3, 2, 4, 7, 6, 3, 3, 1, 1, 9)]
+    kernels.scatter(**_scatter_buffers())
+    # out, base, values, tiles, N, C, H, W, B, tile, dtype (float32: 0), stream
+    assert lib.m2ae_masked_scatter.calls == [(1, 2, 4, 3, 2, 4, 7, 6, 3, 3, 0, 0)]
+
+
+LAUNCHER_ERRORS = [  # the contract's wording, as the reference words it, plus the output buffer's own checks
+    ("gather", {"dense": _DeviceBuffer(2, (2, 4, 7, 6), np.float64)}, "dense must be float32 or float16, got float64"),
+    ("gather", {"dense": _DeviceBuffer(2, (4, 7, 6))}, r"dense must be \[N,C,H,W\], got shape \(4, 7, 6\)"),
+    ("gather", {"tile": 0}, "tile must be >= 1 and halo >= 0, got tile=0, halo=1"),
+    ("gather", {"tiles": _DeviceBuffer(3, (3,), np.int64)}, "tiles must be int32, got int64"),
+    ("gather", {"out": _DeviceBuffer(1, (3, 4, 5, 5), np.float16)},
+     "dense and out must share float32/float16, got float32 and float16"),
+    ("gather", {"out": _DeviceBuffer(1, (3, 4, 3, 3))}, r"out must be \[3, 4, 5, 5\], got \(3, 4, 3, 3\)"),
+    ("gather", {"dense": _DeviceBuffer(2, (2, 4, 7, 6), strides=(4 * 7 * 6 * 4, 7 * 6 * 4, 6 * 4, 8))},
+     r"dense must be C-contiguous, got strides \(672, 168, 24, 8\) for shape \(2, 4, 7, 6\)"),
+    ("scatter", {"values": _DeviceBuffer(4, (3, 4, 3, 2))},
+     r"values must be \[B,C,tile,tile\], got shape \(3, 4, 3, 2\)"),
+    ("scatter", {"values": _DeviceBuffer(4, (3, 4, 3, 3), np.float16)},
+     "values dtype float16 differs from base dtype float32"),
+    ("scatter", {"values": _DeviceBuffer(4, (2, 4, 3, 3))},
+     r"values must be \[B, 4, tile, tile\] and tiles \[B\], got \(2, 4, 3, 3\) and \(3,\)"),
+    ("scatter", {"out": _DeviceBuffer(1, (2, 4, 7, 7))}, r"out must be \[2, 4, 7, 6\], got \(2, 4, 7, 7\)"),
+]
+
+
+@pytest.mark.parametrize(("op", "override", "message"), LAUNCHER_ERRORS)
+def test_launcher_wrappers_refuse_before_launching(op: str, override: dict, message: str) -> None:
+    lib = _StubLibrary()
+    launch = getattr(MaskedOpsKernels(lib), op)  # type: ignore[arg-type]
+    buffers = _gather_buffers() if op == "gather" else _scatter_buffers()
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        launch(**{**buffers, **override})
+    assert not lib.m2ae_masked_gather.calls and not lib.m2ae_masked_scatter.calls

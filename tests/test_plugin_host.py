@@ -77,6 +77,8 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return binary
 
 
+@pytest.mark.slow
+@pytest.mark.tensorrt
 def test_plugin_host_logic(harness: Path) -> None:
     result = subprocess.run([str(harness)], capture_output=True, text=True, timeout=120)
     report = result.stdout + result.stderr

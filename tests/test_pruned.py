@@ -10,7 +10,15 @@ from factories import perturbed_model
 
 from m2ae.model.config import M2AEConfig
 from m2ae.model.network import M2AENet
-from m2ae.model.pruned import PrunedBody, PrunedM2AE, PruningConfig, active_tiles, tile_inside, tile_occupancy
+from m2ae.model.pruned import (
+    DenseGraph,
+    PrunedBody,
+    PrunedM2AE,
+    PruningConfig,
+    active_tiles,
+    tile_inside,
+    tile_occupancy,
+)
 from m2ae.model.reparam import deploy_form, fold_branches
 
 TOL = 1e-4
@@ -154,6 +162,20 @@ def test_scale0_tile_that_does_not_halve_is_refused() -> None:
     with pytest.raises(ValueError, match="multiple of 2"):
         PrunedBody(deploy_form(perturbed_model(SPARSE, seed=0)), PruningConfig(tiles=(5,)))
     PrunedBody(deploy_form(perturbed_model(SPARSE, seed=0)), PruningConfig(tiles=(6,)))
+
+
+def test_a_deployed_network_is_taken_as_it_is(nets) -> None:
+    """The exporter deploys once and hands the result on: neither graph deploys it again,
+    and each computes what it computes from the training-form network."""
+    model, _, pruned = nets
+    deployed = deploy_form(model)
+    assert deploy_form(deployed) is deployed
+    assert DenseGraph(deployed).model is deployed
+    image, mask = random_image(1, 32, 40, seed=12), random_mask(1, 32, 40, 0.05, seed=12)
+    with torch.no_grad():
+        for taken, trained in ((DenseGraph(deployed), DenseGraph(model)), (PrunedM2AE(deployed, TILES_ALWAYS), pruned)):
+            for gate in (mask, None):
+                assert all(torch.equal(a, b) for a, b in zip(taken(image, gate), trained(image, gate)))
 
 
 @pytest.mark.parametrize(("tiles", "dense_above"), [((), 0.5), ((0,), 0.5), ((16,), -0.1), ((16,), 1.5)])

@@ -46,10 +46,8 @@ def test_fold_branches_per_conv(cin: int, cout: int) -> None:
         expected = conv(x)
         weight, bias = conv.fused_weight_bias()
         folded = F.conv2d(x, weight, bias, padding=1)
-        fused_module = conv.fused()(x)
     assert expected.abs().max() > 0.1  # the branches do contribute
     assert (folded - expected).abs().max().item() <= TOL
-    assert (fused_module - expected).abs().max().item() <= TOL
 
 
 def test_fold_branches_whole_network() -> None:

@@ -8,41 +8,37 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from factories import perturbed_model
+from factories import SMALL_CONFIG, ExportedModels
 from PIL import Image
 
 from m2ae.cli import main
 from m2ae.errors import UserError
-from m2ae.export.onnx_export import ExportConfig, export_models, model_filename
-from m2ae.model.checkpoint import save_checkpoint
-from m2ae.model.config import M2AEConfig
+from m2ae.export.onnx_export import model_filename
+from m2ae.model import checkpoint as checkpoint_module
+from m2ae.model.checkpoint import load_checkpoint
 from m2ae.runtime.base import open_engine
 from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
 from m2ae.runtime.torch_engine import TorchEngine
 
-CONFIG = M2AEConfig(
-    preset="custom", width=4, num_scales=3, enc_blocks=(1, 1, 1), dec_blocks=(1, 1), motion_channels=4, mask_channels=4
-)
+CONFIG = SMALL_CONFIG
 VARIANTS = ("plugin", "portable", "dense")
 TOL = 1e-4
 
 
 class Models:
-    def __init__(self, root: Path) -> None:
-        self.checkpoint = root / "net.pt"
-        save_checkpoint(self.checkpoint, {"config": CONFIG.to_dict(), "step": 1, "model": perturbed_model(CONFIG, 0).state_dict()})
-        self.out = root / "onnx"
-        for mask_input in (False, True):
-            export_models(ExportConfig(checkpoint=str(self.checkpoint), out=self.out, variants=VARIANTS,
-                                       mask_input=mask_input, progress=False))
+    """The session's exported models: the checkpoint and its fp32 ONNX files."""
+
+    def __init__(self, exported: ExportedModels) -> None:
+        self.checkpoint = exported.checkpoint
+        self.out = exported.out
 
     def onnx(self, variant: str, mask_input: bool = False) -> Path:
         return self.out / model_filename(variant, "fp32", mask_input)
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    return Models(tmp_path_factory.mktemp("runtime"))
+def models(exported_models: ExportedModels) -> Models:
+    return Models(exported_models)
 
 
 def random_images(n: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -116,6 +112,52 @@ def test_engines_reject_bad_shapes(models: Models, shape: tuple[int, ...], needl
         engine.infer(np.zeros(shape, np.float32))
     with pytest.raises(ValueError, match="predicts its own mask"):
         engine.infer(np.zeros((1, 3, 32, 32), np.float32), np.zeros((1, 1, 32, 32), np.float32))
+
+
+def test_the_graph_decides_whether_an_onnx_takes_a_mask(models: Models, tmp_path: Path) -> None:
+    """m2ae.mask_input that contradicts the graph's inputs (edited, or an export older than
+    the key) does not count: the engine feeds the inputs the graph has."""
+    for mask_input in (False, True):
+        model = onnx.load(models.onnx("portable", mask_input))
+        (entry,) = [prop for prop in model.metadata_props if prop.key == "m2ae.mask_input"]
+        assert entry.value == ("1" if mask_input else "0")
+        entry.value = "0" if mask_input else "1"
+        edited = tmp_path / f"edited_{mask_input}.onnx"
+        onnx.save(model, edited)
+        engine = OnnxRuntimeEngine(edited, threads=1)
+        assert engine.takes_mask is mask_input and engine.info.mask_input is mask_input
+        mask = np.ones((1, 1, 32, 32), np.float32) if mask_input else None
+        assert engine.infer(random_images(1, 32, 32, seed=11), mask).restored.shape == (1, 3, 32, 32)
+
+
+def test_torch_engine_takes_a_loaded_checkpoint_and_knows_what_an_export_records(
+        models: Models, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = load_checkpoint(models.checkpoint)
+
+    def no_reload(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the loaded checkpoint was loaded again")
+
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", no_reload)
+    pruned, dense = open_engine(loaded), TorchEngine(loaded, pruned=False)
+    exported = {variant: open_engine(models.onnx(variant)) for variant in ("plugin", "dense")}
+    assert isinstance(pruned, TorchEngine) and pruned.name == str(models.checkpoint)
+    assert (pruned.info.variant, dense.info.variant) == ("pruned", "dense")
+    for engine, onnx_engine in ((pruned, exported["plugin"]), (dense, exported["dense"])):
+        for field in ("multiple", "min_size", "preset", "receptive_field", "threshold", "mask_dilation", "tiles",
+                      "dense_above", "blocks_per_gather", "checkpoint_sha256"):
+            assert getattr(engine.info, field) == getattr(onnx_engine.info, field), field
+    assert pruned.min_size == CONFIG.min_size and pruned.info.receptive_field is not None
+    image = random_images(1, 32, 32, seed=12)
+    np.testing.assert_array_equal(pruned.infer(image).mask, dense.infer(image).mask)
+
+
+def test_closed_engines_refuse_to_run(models: Models) -> None:
+    image = random_images(1, 32, 32, seed=13)
+    for model in (models.checkpoint, models.onnx("dense")):
+        with open_engine(model) as engine:
+            engine.infer(image)
+        with pytest.raises(UserError, match=r"this engine was closed"):
+            engine.infer(image)
 
 
 # ---- m2ae infer --------------------------------------------------------------------------
@@ -198,7 +240,7 @@ def test_infer_bad_image_files(models: Models, tmp_path: Path, capsys: pytest.Ca
     _fails(["infer", "--model", model, "--input", str(fake), "--output", str(out), "--no-progress"], capsys, str(fake))
     small = write_png(tmp_path / "tiny.png", rgb8(6, 40, seed=5))
     _fails(["infer", "--model", model, "--input", str(small), "--output", str(out), "--no-progress"],
-           capsys, str(small), "8x8")
+           capsys, str(small), "image is 6x40", "at least 8x8")  # height x width, as every m2ae size
     truncated = tmp_path / "cut.png"
     write_png(truncated, rgb8(32, 32, seed=6))
     truncated.write_bytes(truncated.read_bytes()[:200])

@@ -11,37 +11,33 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from factories import one_torch_thread, perturbed_model
+from factories import SMALL_CONFIG, ExportedModels, one_torch_thread
 from torch import nn
 
 from m2ae.errors import UserError
-from m2ae.export.onnx_export import ExportConfig, export_models, model_filename
-from m2ae.model.checkpoint import save_checkpoint
+from m2ae.export.onnx_export import model_filename
 from m2ae.model.config import PRESETS, M2AEConfig
 from m2ae.model.heads import HEAD_STRIDE
 from m2ae.model.network import GATE_ONES, M2AENet
 from m2ae.model.receptive_field import mask_logits_footprint, receptive_field, restored_footprint
+from m2ae.model_info import ModelInfo
 from m2ae.runtime import tiling
 from m2ae.runtime.base import Engine, EngineOutputs, open_engine
 from m2ae.runtime.infer import restore_image
 from m2ae.runtime.tiling import parse_memory, plan_tiles
 
-CONFIG = M2AEConfig(
-    preset="custom", width=4, num_scales=3, enc_blocks=(1, 1, 1), dec_blocks=(1, 1), motion_channels=4, mask_channels=4
-)
+CONFIG = SMALL_CONFIG
 TOL = 1e-4
 #: (height, width, tile, tile batch): odd sizes, sizes no tile divides, portrait and landscape
 CASES = [(157, 203, 120, 1), (157, 203, 96, 3), (203, 157, 128, 2), (90, 250, 100, 4)]
 
 
 class Models:
-    def __init__(self, root: Path) -> None:
-        self.checkpoint = root / "net.pt"
-        save_checkpoint(self.checkpoint, {"config": CONFIG.to_dict(), "step": 1,
-                                          "model": perturbed_model(CONFIG, 0).state_dict()})
-        self.out = root / "onnx"
-        export_models(ExportConfig(checkpoint=str(self.checkpoint), out=self.out, variants=("plugin", "dense"),
-                                   progress=False))
+    """The session's exported models, opened by backend."""
+
+    def __init__(self, exported: ExportedModels) -> None:
+        self.checkpoint = exported.checkpoint
+        self.out = exported.out
 
     def engine(self, backend: str) -> Engine:
         if backend == "torch":
@@ -50,9 +46,8 @@ class Models:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    with one_torch_thread():
-        return Models(tmp_path_factory.mktemp("tiling"))
+def models(exported_models: ExportedModels) -> Models:
+    return Models(exported_models)
 
 
 def random_image(height: int, width: int, seed: int) -> np.ndarray:
@@ -91,6 +86,7 @@ def measured_reach(config: M2AEConfig, size: int) -> tuple[int, int]:
     return reach[0], reach[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, context", [("tiny", None), ("tiny", 2), pytest.param("base", None, marks=pytest.mark.slow)])
 def test_receptive_field_covers_the_measured_one(preset: str, context: int | None) -> None:
     # Width does not change the reach; 4 channels keep the float64 forward fast.
@@ -120,10 +116,12 @@ def test_receptive_field_grows_with_blocks_and_dilation() -> None:
     assert receptive_field(dilated) > mask_logits_footprint(CONFIG).radius + 40 > receptive_field(CONFIG)
 
 
-def test_onnx_metadata_carries_the_receptive_field(models: Models) -> None:
+def test_every_engine_knows_the_receptive_field(models: Models) -> None:
     for backend in ("plugin", "dense"):
         metadata = models.engine(backend).metadata
         assert metadata["m2ae.receptive_field"] == str(receptive_field(CONFIG))
+    for backend in ("torch", "plugin", "dense"):
+        assert models.engine(backend).info.receptive_field == receptive_field(CONFIG)
 
 
 # ---- plans ---------------------------------------------------------------------------------
@@ -133,9 +131,13 @@ def test_onnx_metadata_carries_the_receptive_field(models: Models) -> None:
 class FakeEngine:
     """Just what plan_tiles reads."""
 
-    multiple: int = 4
+    info: ModelInfo = ModelInfo(multiple=4, min_size=8, receptive_field=37)
     backend: str = "torch"
-    metadata: dict[str, str] = dataclasses.field(default_factory=lambda: {"m2ae.receptive_field": "37"})
+    name: str = "fake.onnx"
+
+    @property
+    def multiple(self) -> int:
+        return self.info.multiple
 
 
 @pytest.mark.parametrize(("height", "width", "tile"), [(157, 203, 96), (1000, 37 * 4, 200), (64, 64, 96), (512, 96, 84)])
@@ -183,8 +185,8 @@ def test_plan_rejects_bad_tiles() -> None:
         plan_tiles(engine, 400, 300, tile=80)
     with pytest.raises(UserError, match="--tile-batch"):
         plan_tiles(engine, 400, 300, tile=96, batch=0)
-    old = FakeEngine(metadata={})
-    with pytest.raises(UserError, match="re-export"):
+    old = FakeEngine(info=ModelInfo(multiple=4, min_size=8))
+    with pytest.raises(UserError, match=r"^fake\.onnx: .*re-export"):
         plan_tiles(old, 400, 300, tile=96)
     assert not plan_tiles(old, 400, 300).tiled  # fits the budget: no receptive field needed
 
@@ -247,8 +249,8 @@ class ProfileEngine:
 
     def __init__(self, inner: Engine, batch: int, largest: int) -> None:
         self.inner = inner
-        self.metadata = inner.metadata
-        self.multiple = inner.multiple
+        self.info, self.name = inner.info, inner.name
+        self.multiple, self.min_size = inner.multiple, inner.min_size
         self.takes_mask = False
         self.input_profile = ((batch, 64, 64), (batch, largest, largest))
         self.shapes: list[tuple[int, ...]] = []

@@ -20,16 +20,15 @@ from factories import one_torch_thread
 from onnx import TensorProto, helper
 
 from m2ae import cli
+from m2ae.cli_args import parse_size
 from m2ae.engine_sidecar import EngineKey, Profile, Sidecar, cache_key, sidecar_path
 from m2ae.errors import UserError
-from m2ae.export import build_cli
+from m2ae.export import commands as export_commands
 from m2ae.export.engine_cache import (
     CACHE_DIR_ENV,
     EngineCache,
     complete_profile,
     default_cache_dir,
-    parse_profile,
-    parse_shape,
     validate_profile,
 )
 from m2ae.export.trt_builder import (
@@ -51,16 +50,15 @@ from m2ae.platform_info import (
     jetson_model,
     require_gpu,
     require_tensorrt,
+    tensorrt_unavailable,
 )
 from m2ae.trt_plugins import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION
 from m2ae.trt_plugins.onnx_ops import all_graphs
 
-HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 PLATFORM = detect_platform()
-needs_trt_gpu = pytest.mark.skipif(
-    not (HAS_TENSORRT and PLATFORM.has_gpu),
-    reason="needs TensorRT and an NVIDIA GPU (TensorRT is not installed or no CUDA GPU is visible here)",
-)
+HAS_TENSORRT = PLATFORM.tensorrt_version is not None
+CANNOT_BUILD = tensorrt_unavailable(PLATFORM, running=False)
+needs_trt_gpu = pytest.mark.skipif(CANNOT_BUILD is not None, reason=f"needs TensorRT and an NVIDIA GPU: {CANNOT_BUILD}")
 
 
 def desktop(**changes) -> PlatformInfo:
@@ -101,9 +99,11 @@ def tiny_onnx(
     m2ae_node: bool = False,
     hw: tuple = ("H", "W"),
     precision: str = "fp32",
-    min_size: int | None = None,
+    min_size: int | str | None = None,
+    **metadata: str,
 ) -> Path:
-    """restored = 0.5 * image + 0.25, blur_mask = mean over channels > 0.5 (standard ops)."""
+    """restored = 0.5 * image + 0.25, blur_mask = mean over channels > 0.5 (standard ops);
+    ``metadata``: more m2ae.* entries, ``mask_input="1"`` for ``m2ae.mask_input``."""
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *hw])
     restored = helper.make_tensor_value_info("restored", TensorProto.FLOAT, ["N", 3, *hw])
     mask = helper.make_tensor_value_info("blur_mask", TensorProto.FLOAT, ["N", 1, *hw])
@@ -133,6 +133,7 @@ def tiny_onnx(
         props = {"m2ae.multiple": str(multiple), "m2ae.precision": precision}
         if min_size is not None:
             props["m2ae.min_size"] = str(min_size)
+        props.update({f"m2ae.{key}": value for key, value in metadata.items()})
         helper.set_model_props(model, props)
     onnx.save(model, str(path))
     return path
@@ -178,38 +179,45 @@ def test_cache_key_does_not_confuse_height_and_width():
 # ---------------------------------------------------------------- profiles
 
 
-def test_parse_profile_reads_height_by_width():
-    profile = parse_profile("256x320", "720x1280", "1088X1920", multiple=16)
+def profile_of(low: str, opt: str, high: str, multiple: int = 1, min_size: int = 1) -> Profile:
+    """What `m2ae build --min LOW --opt OPT --max HIGH` validates."""
+    sides = (parse_size(low, "--min"), parse_size(opt, "--opt"), parse_size(high, "--max"))
+    return validate_profile(Profile(*sides), multiple, min_size)
+
+
+def test_profile_options_read_height_by_width():
+    profile = profile_of("256x320", "720x1280", "1088X1920", multiple=16)
     assert profile == Profile(min=(256, 320), opt=(720, 1280), max=(1088, 1920))
+    assert profile_of("256", "512", "1024").opt == (512, 512), "one side is a square, as in every m2ae size option"
 
 
-@pytest.mark.parametrize("text", ["256", "256x", "x256", "axb", "256*256", "256x256x3", "-1x256", "1.5x2", ""])
-def test_parse_shape_rejects_bad_strings(text):
+@pytest.mark.parametrize("text", ["256x", "x256", "axb", "256*256", "256x256x3", "-1x256", "1.5x2", ""])
+def test_size_options_reject_bad_strings(text):
     with pytest.raises(UserError, match="--min"):
-        parse_shape(text, "--min")
+        parse_size(text, "--min")
 
 
 @pytest.mark.parametrize("text", ["0x256", "256x0"])
-def test_parse_shape_rejects_zero(text):
+def test_size_options_reject_zero(text):
     with pytest.raises(UserError, match="positive"):
-        parse_shape(text, "--max")
+        parse_size(text, "--max")
 
 
 @pytest.mark.parametrize(
     "low, opt, high",
     [("512x512", "256x512", "1024x1024"), ("256x256", "512x2048", "1024x1024"), ("256x512", "256x256", "512x512")],
 )
-def test_parse_profile_requires_min_opt_max_order_per_dimension(low, opt, high):
+def test_profile_requires_min_opt_max_order_per_dimension(low, opt, high):
     with pytest.raises(UserError, match="min <= opt <= max"):
-        parse_profile(low, opt, high)
+        profile_of(low, opt, high)
 
 
-def test_parse_profile_requires_multiples_and_suggests_one():
+def test_profile_requires_multiples_and_suggests_one():
     with pytest.raises(UserError, match=r"--max 1080x1920.*multiples of 32.*try 1088x1920"):
-        parse_profile("256x256", "512x512", "1080x1920", multiple=32)
+        profile_of("256x256", "512x512", "1080x1920", multiple=32)
     with pytest.raises(UserError, match=r"--min 250x256"):
-        parse_profile("250x256", "512x512", "1024x1024", multiple=8)
-    assert parse_profile("250x256", "512x512", "1080x1920", multiple=1).min == (250, 256)
+        profile_of("250x256", "512x512", "1024x1024", multiple=8)
+    assert profile_of("250x256", "512x512", "1080x1920", multiple=1).min == (250, 256)
 
 
 def test_complete_profile_fills_missing_sides_around_given_ones():
@@ -225,22 +233,21 @@ def test_complete_profile_fills_missing_sides_around_given_ones():
         complete_profile(None, None, "500x500", defaults, multiple=32)
 
 
-def test_profile_dict_round_trip_and_contains():
-    profile = parse_profile("256x256", "512x768", "1024x2048")
+def test_profile_dict_round_trip():
+    profile = profile_of("256x256", "512x768", "1024x2048")
     assert Profile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
-    assert profile.contains((256, 2048)) and not profile.contains((2048, 256))
     assert not profile.is_static and Profile((64, 96), (64, 96), (64, 96)).is_static
 
 
 @pytest.mark.parametrize("low", ["8x64", "64x8", "8x8"])
 def test_profile_min_below_the_network_min_size_is_refused(low):
     with pytest.raises(UserError, match=rf"--min {low}: .*at least 16 .*m2ae.min_size.*try --min") as info:
-        parse_profile(low, "64x64", "128x128", multiple=8, min_size=16)
+        profile_of(low, "64x64", "128x128", multiple=8, min_size=16)
     suggested = info.value.args[0].rsplit("--min ", 1)[1]
-    assert parse_profile(suggested, "64x64", "128x128", multiple=8, min_size=16).min == parse_shape(suggested)
+    assert profile_of(suggested, "64x64", "128x128", multiple=8, min_size=16).min == parse_size(suggested, "--min")
     with pytest.raises(UserError, match="at least 16"):
         complete_profile(low, None, None, Profile((256, 256), (512, 512), (1024, 1024)), multiple=8, min_size=16)
-    assert parse_profile("16x16", "64x64", "128x128", multiple=8, min_size=16).min == (16, 16)
+    assert profile_of("16x16", "64x64", "128x128", multiple=8, min_size=16).min == (16, 16)
 
 
 # ---------------------------------------------------------------- sidecars and the cache
@@ -404,7 +411,20 @@ def test_detect_platform_never_raises_and_reads_the_release_file(tmp_path):
     plain = detect_platform(release_file=tmp_path / "missing", model_file=tmp_path / "missing")
     if plain.gpu_name is None:
         assert not plain.is_jetson and plain.jetson_model is None
-    assert (plain.tensorrt_version is None) is (not HAS_TENSORRT)
+    if importlib.util.find_spec("tensorrt") is None:  # a look of its own: no package, no version
+        assert plain.tensorrt_version is None
+
+
+def test_tensorrt_unavailable_says_what_is_missing():
+    """The one answer to "can TensorRT build (and run) engines here?", for commands and test markers."""
+    assert tensorrt_unavailable(desktop(), running=False) is None
+    assert tensorrt_unavailable(desktop(cuda_binding="cuda-python 13.0.1")) is None
+    assert tensorrt_unavailable(desktop()).startswith("CUDA binding: none installed; the TensorRT runtime needs one")
+    missing = tensorrt_unavailable(desktop(tensorrt_version=None), running=False)
+    assert missing == f"TensorRT is not installed; install it with: {DESKTOP_INSTALL}"
+    assert "python3-libnvinfer" in tensorrt_unavailable(dataclasses.replace(jetson("orin"), tensorrt_version=None))
+    no_driver = desktop(gpu_name=None, compute_capability=None, cuda_driver_version=None)
+    assert tensorrt_unavailable(no_driver, running=False) == "TensorRT needs an NVIDIA GPU and no CUDA driver was found"
 
 
 # ---------------------------------------------------------------- what to build
@@ -516,16 +536,29 @@ def test_input_profile_shapes_rejects_what_cannot_build():
 
 def test_read_onnx_info(tmp_path):
     info = read_onnx_info(tiny_onnx(tmp_path / "plain.onnx", multiple=16))
-    assert info.multiple == 16 and info.precision == "fp32" and not info.uses_m2ae_ops
-    assert info.min_size == 1
-    assert read_onnx_info(tiny_onnx(tmp_path / "small.onnx", min_size=24)).min_size == 24
-    with pytest.raises(UserError, match="m2ae.min_size='tiny'"):
-        _ = dataclasses.replace(info, metadata={"m2ae.min_size": "tiny"}).min_size
+    assert info.model.multiple == 16 and info.model.precision == "fp32" and not info.uses_m2ae_ops
+    assert info.model.min_size == 16, "without m2ae.min_size the network takes one multiple"
+    assert read_onnx_info(tiny_onnx(tmp_path / "small.onnx", min_size=24)).model.min_size == 24
+    odd = tiny_onnx(tmp_path / "odd.onnx", min_size="tiny")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(odd))}: metadata m2ae.min_size='tiny' is not"):
+        read_onnx_info(odd)
     assert info.inputs == {"image": ("N", 3, "H", "W")}
     assert len(info.sha256) == 64
     with_ops = read_onnx_info(tiny_onnx(tmp_path / "plugin.onnx", m2ae_node=True))
     assert with_ops.uses_m2ae_ops and with_ops.sha256 != info.sha256
-    assert read_onnx_info(tiny_onnx(tmp_path / "nometa.onnx", multiple=None)).multiple == 1
+
+
+def test_read_onnx_info_refuses_an_onnx_without_m2ae_metadata(tmp_path):
+    bare = tiny_onnx(tmp_path / "nometa.onnx", multiple=None)
+    with pytest.raises(UserError, match=r"nometa\.onnx: not an m2ae model \(no m2ae metadata\); export one with") as info:
+        read_onnx_info(bare)
+    assert "\n" not in str(info.value)
+
+
+def test_the_graph_decides_whether_the_model_takes_a_mask(tmp_path):
+    """Metadata saying m2ae.mask_input=1 over a graph without a mask input reads as no mask input."""
+    claimed = read_onnx_info(tiny_onnx(tmp_path / "claims.onnx", mask_input="1"))
+    assert not claimed.model.mask_input and claimed.model.multiple == 8
 
 
 def test_read_onnx_info_bad_files(tmp_path):
@@ -551,6 +584,7 @@ def tiny_plugin_exports(tmp_path_factory) -> dict[bool, Path]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask_input", [False, True])
 def test_tiny_plugin_export_fits_what_the_builder_and_runtime_expect(tiny_plugin_exports, mask_input):
     info = read_onnx_info(tiny_plugin_exports[mask_input])
@@ -565,17 +599,18 @@ def test_tiny_plugin_export_fits_what_the_builder_and_runtime_expect(tiny_plugin
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         assert attrs["plugin_version"] == PLUGIN_VERSION.encode()
         assert attrs["plugin_namespace"] == PLUGIN_NAMESPACE.encode()
+    assert info.model.mask_input is mask_input and info.model.variant == "plugin"
     for platform in (desktop(), jetson("orin"), jetson("thor")):
-        profile = build_defaults(platform, info.multiple, info.min_size).profile
-        validate_profile(profile, info.multiple, info.min_size)
+        profile = build_defaults(platform, info.model.multiple, info.model.min_size).profile
+        validate_profile(profile, info.model.multiple, info.model.min_size)
         shapes = input_profile_shapes(info.inputs, profile, 2, info.path)
         assert shapes[INPUT_IMAGE] == tuple((2, 3, *side) for side in (profile.min, profile.opt, profile.max))
         if mask_input:
             assert shapes[INPUT_MASK] == tuple((2, 1, *side) for side in (profile.min, profile.opt, profile.max))
-    below = info.min_size - 1
+    below = info.model.min_size - 1
     if below >= 1:
         with pytest.raises(UserError, match="m2ae.min_size"):
-            validate_profile(Profile((below, below), (256, 256), (512, 512)), 1, info.min_size)
+            validate_profile(Profile((below, below), (256, 256), (512, 512)), 1, info.model.min_size)
 
 
 # ---------------------------------------------------------------- missing TensorRT / GPU
@@ -606,12 +641,12 @@ def test_require_gpu_without_driver_or_device():
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="m2ae")
-    build_cli.register(parser.add_subparsers(dest="command"))
+    export_commands.register(parser.add_subparsers(dest="command"))
     return parser
 
 
 def run_cli(monkeypatch, argv: list[str]) -> int:
-    monkeypatch.setattr(cli, "_COMMAND_MODULES", ("m2ae.export.build_cli",))
+    monkeypatch.setattr(cli, "_COMMAND_MODULES", ("m2ae.export.commands",))
     return cli.main(argv)
 
 
@@ -619,16 +654,24 @@ def test_build_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["build", "--help"])
     text = capsys.readouterr().out
-    for option in ("--onnx", "--plugin", "--min", "--opt", "--max", "--workspace", "--dla", "--fp16", "--out"):
+    for option in ("--onnx", "--plugin", "--min", "--opt", "--max", "--workspace", "--dla", "--fp16", "--out",
+                   "--no-progress"):
         assert option in text
     assert "m2ae export --precision fp16" in text and "python3-libnvinfer" in text
+    assert "--quiet" not in text, "the old spelling is accepted, not advertised"
+
+
+@pytest.mark.parametrize("flags, progress", [([], True), (["--no-progress"], False), (["--quiet"], False)])
+def test_build_progress_option_and_its_old_spelling(flags, progress):
+    args = build_parser().parse_args(["build", "--onnx", "m.onnx", *flags])
+    assert args.no_progress is not progress
 
 
 def test_build_cli_records_the_command():
     args = build_parser().parse_args(
         ["build", "--onnx", "m.onnx", "--min", "64x64", "--max", "512x512", "--fp16", "--batch", "2"]
     )
-    line = build_cli._command_line(args)
+    line = export_commands._command_line(args)
     assert line[:4] == ["m2ae", "build", "--onnx", "m.onnx"]
     assert line[line.index("--min") + 1] == "64x64" and "--fp16" in line and "--opt" not in line
     assert line[line.index("--batch") + 1] == "2" and "--plugin" not in line
@@ -679,6 +722,8 @@ def test_build_cli_without_tensorrt_is_one_line_exit_2(tmp_path, monkeypatch, ca
 # ---------------------------------------------------------------- real builds
 
 
+@pytest.mark.gpu
+@pytest.mark.tensorrt
 @needs_trt_gpu
 def test_build_engine_writes_engine_sidecar_and_hits_the_cache(tmp_path):
     onnx_path = tiny_onnx(tmp_path / "m.onnx", multiple=8)
@@ -703,6 +748,8 @@ def test_build_engine_writes_engine_sidecar_and_hits_the_cache(tmp_path):
     assert not wider.cached and wider.sidecar.cache_key != sidecar.cache_key
 
 
+@pytest.mark.gpu
+@pytest.mark.tensorrt
 @needs_trt_gpu
 def test_build_engine_rejects_non_multiple_profile_before_building(tmp_path):
     onnx_path = tiny_onnx(tmp_path / "m.onnx", multiple=8)
@@ -712,10 +759,11 @@ def test_build_engine_rejects_non_multiple_profile_before_building(tmp_path):
     assert not (tmp_path / "m.engine").exists()
 
 
+@pytest.mark.gpu
+@pytest.mark.tensorrt
 @needs_trt_gpu
 def test_legacy_fp16_flag_follows_the_tensorrt_major_version(tmp_path):
-    import tensorrt as trt
-
+    trt = require_tensorrt(PLATFORM)
     onnx_path = tiny_onnx(tmp_path / "m.onnx", multiple=8)
     config = BuildConfig(onnx=onnx_path, fp16=True, profile=Profile((32, 32), (64, 64), (64, 64)),
                          cache_dir=tmp_path / "c", progress=False)

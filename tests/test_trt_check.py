@@ -5,8 +5,6 @@ with the plugin sources and with ONNX."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,57 +12,32 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
-from factories import perturbed_model
+from factories import EXPORTED_PRECISIONS, EXPORTED_VARIANTS, ExportedModels
 from onnx import TensorProto, helper, numpy_helper
 
 from m2ae.cli import main
 from m2ae.errors import UserError
 from m2ae.export import trt_builder
 from m2ae.export import trt_rules as rules
-from m2ae.export.onnx_export import model_filename
 from m2ae.export.trt_check import Finding, check_before_build, check_onnx
-from m2ae.model.checkpoint import save_checkpoint
-from m2ae.model.config import M2AEConfig
+from m2ae.model_info import ModelInfo
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
 
 CSRC = Path(__file__).resolve().parents[1] / "trt_plugins" / "csrc"
-CONFIG = M2AEConfig(
-    preset="custom", width=4, num_scales=3, enc_blocks=(1, 1, 1), dec_blocks=(1, 1), motion_channels=4,
-    mask_channels=4, threshold=0.45,
-)
-VARIANTS = ("plugin", "portable", "dense")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
-# ---- our exports ---------------------------------------------------------------------------
+# ---- our exports (the session's exported_models) -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """Every variant and precision of a small random-weight model, and what export printed."""
-    root = tmp_path_factory.mktemp("check")
-    checkpoint = root / "net.pt"
-    weights = perturbed_model(CONFIG, seed=0).state_dict()
-    save_checkpoint(checkpoint, {"config": CONFIG.to_dict(), "step": 1, "model": weights})
-    # A module fixture cannot use capsys: export's report to stderr is redirected instead.
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(["export", "--checkpoint", str(checkpoint), "--out", str(root / "onnx"), "--variants",
-                     ",".join(VARIANTS), "--precision", ",".join(PRECISIONS), "--calib-images", "2", "--no-progress"])
-    assert code == 0
-    return root / "onnx", err.getvalue()
-
-
-def test_export_reports_nothing_against_tensorrt(exports: tuple[Path, str]) -> None:
-    _, stderr = exports
-    assert "m2ae export:" not in stderr, stderr
+def test_export_reports_nothing_against_tensorrt(exported_models: ExportedModels) -> None:
+    assert "m2ae export:" not in exported_models.stderr, exported_models.stderr
 
 
 @pytest.mark.parametrize("tensorrt", ["10.3", "11"])
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_our_exports_pass(exports: tuple[Path, str], variant: str, precision: str, tensorrt: str) -> None:
-    findings = check_onnx(exports[0] / model_filename(variant, precision, False), tensorrt)
+@pytest.mark.parametrize("precision", EXPORTED_PRECISIONS)
+@pytest.mark.parametrize("variant", EXPORTED_VARIANTS)
+def test_our_exports_pass(exported_models: ExportedModels, variant: str, precision: str, tensorrt: str) -> None:
+    findings = check_onnx(exported_models.path(variant, precision), tensorrt)
     assert not [f for f in findings if f.severity != "info"], "\n".join(map(str, findings))
     # The pruned graphs' NonZero over the tile map is noted (data-dependent tile count).
     assert {f.rule for f in findings} <= {"data-dependent"}
@@ -72,9 +45,9 @@ def test_our_exports_pass(exports: tuple[Path, str], variant: str, precision: st
 
 
 def test_cli_on_an_export_prints_one_line_per_finding_and_exits_0(
-    exports: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+    exported_models: ExportedModels, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = exports[0] / model_filename("plugin", "int8", False)
+    path = exported_models.path("plugin", "int8")
     assert main(["check", str(path), "--tensorrt", "11"]) == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
@@ -355,7 +328,9 @@ def _image_model(nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProt
 def test_build_stops_on_errors_before_tensorrt_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "mixed.onnx"
     add = helper.make_node("Add", ["image", "offset"], ["restored"], name="mixed_add")
-    onnx.save(_image_model([add], [_const("offset", np.zeros((1, 3, 1, 1), np.float16))]), path)
+    model = _image_model([add], [_const("offset", np.zeros((1, 3, 1, 1), np.float16))])
+    helper.set_model_props(model, ModelInfo(multiple=4, min_size=4).to_metadata())  # the builder takes only m2ae models
+    onnx.save(model, path)
     monkeypatch.setattr(trt_builder, "require_tensorrt", lambda platform=None: SimpleNamespace(__version__="10.3.0.26"))
     monkeypatch.setattr(trt_builder, "require_gpu", lambda platform: None)
 

@@ -25,14 +25,8 @@ from pathlib import Path
 from m2ae.atomic import write_text, write_with
 from m2ae.errors import UserError
 from m2ae.hashing import file_sha256
-from m2ae.trt_plugins.loader import (
-    KERNELS_LIB_NAME,
-    MANIFEST_NAME,
-    PLUGIN_LIB_NAME,
-    BuildManifest,
-    LibraryRecord,
-    default_plugin_root,
-)
+from m2ae.trt_plugins.loader import KERNELS_LIB_NAME, PLUGIN_LIB_NAME, default_plugin_root
+from m2ae.trt_plugins.manifest import MANIFEST_NAME, BuildManifest, LibraryRecord
 
 SOURCE_DIR = Path(__file__).resolve().parent
 _ARCH_PATTERN = re.compile(r"(\d{2,3}[af]?(-real|-virtual)?|native|all|all-major)")

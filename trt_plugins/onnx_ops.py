@@ -16,39 +16,22 @@ from collections.abc import Iterator
 import onnx
 from onnx import AttributeProto, TensorProto, helper
 
-from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
+from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_ATTRIBUTES, PLUGIN_VERSION, SCATTER_OP
+from m2ae.trt_plugins.contract import check_tile_halo
 
 MIN_OPSET = 17
 
 
 def make_gather_node(dense: str, tiles: str, output: str, tile: int, halo: int, name: str | None = None) -> onnx.NodeProto:
     """``MaskedGather(dense [N,C,H,W], tiles [B] int32; tile, halo) -> output [B, C, S, S]``, S = tile + 2*halo."""
-    if tile < 1 or halo < 0:
-        raise ValueError(f"tile must be >= 1 and halo >= 0, got tile={tile}, halo={halo}")
-    return helper.make_node(
-        GATHER_OP,
-        [dense, tiles],
-        [output],
-        name=name,
-        domain=DOMAIN,
-        tile=tile,
-        halo=halo,
-        plugin_version=PLUGIN_VERSION,
-        plugin_namespace=PLUGIN_NAMESPACE,
-    )
+    check_tile_halo(tile, halo)
+    return helper.make_node(GATHER_OP, [dense, tiles], [output], name=name, domain=DOMAIN, tile=tile, halo=halo,
+                            **PLUGIN_ATTRIBUTES)
 
 
 def make_scatter_node(base: str, values: str, tiles: str, output: str, name: str | None = None) -> onnx.NodeProto:
     """``MaskedScatter(base [N,C,H,W], values [B,C,tile,tile], tiles [B] int32) -> output [N,C,H,W]``."""
-    return helper.make_node(
-        SCATTER_OP,
-        [base, values, tiles],
-        [output],
-        name=name,
-        domain=DOMAIN,
-        plugin_version=PLUGIN_VERSION,
-        plugin_namespace=PLUGIN_NAMESPACE,
-    )
+    return helper.make_node(SCATTER_OP, [base, values, tiles], [output], name=name, domain=DOMAIN, **PLUGIN_ATTRIBUTES)
 
 
 def gather_attributes(node: onnx.NodeProto) -> tuple[int, int]:
@@ -57,8 +40,10 @@ def gather_attributes(node: onnx.NodeProto) -> tuple[int, int]:
     if "tile" not in attrs:
         raise ValueError(f"{GATHER_OP} node {node.name!r} has no 'tile' attribute")
     tile, halo = attrs["tile"], attrs.get("halo", 0)
-    if tile < 1 or halo < 0:
-        raise ValueError(f"{GATHER_OP} node {node.name!r}: tile must be >= 1 and halo >= 0, got {tile} and {halo}")
+    try:
+        check_tile_halo(tile, halo)
+    except ValueError as exc:
+        raise ValueError(f"{GATHER_OP} node {node.name!r}: {exc}") from None
     return tile, halo
 
 

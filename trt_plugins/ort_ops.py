@@ -36,7 +36,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
+from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_ATTRIBUTES, SCATTER_OP
 from m2ae.trt_plugins.onnx_ops import (
     all_graphs,
     check_plugin_version,
@@ -44,9 +44,7 @@ from m2ae.trt_plugins.onnx_ops import (
     lower_to_standard_ops,
     subgraphs,
 )
-from m2ae.trt_plugins.reference import grid_shape, tile_origins
-
-_PLUGIN_ATTRS = ("plugin_version", "plugin_namespace")
+from m2ae.trt_plugins.reference import check_gather_args, check_scatter_args, tile_origins
 
 
 class _DirectResult(np.ndarray):
@@ -83,24 +81,6 @@ ERRORS = _ErrorLog()
 def _fail(message: str, shape: tuple[int, ...]) -> np.ndarray:
     ERRORS.record(message)
     return np.zeros(shape, dtype=np.float32).view(_DirectResult)
-
-
-def _tile_error(n: int, rows: int, cols: int, tiles: np.ndarray) -> str | None:
-    if tiles.ndim != 1:
-        return f"tiles must be [B], got shape {tiles.shape}"
-    num_tiles = n * rows * cols
-    if tiles.size and (tiles.min() < 0 or tiles.max() >= num_tiles):
-        return f"tile ids must lie in [0, {num_tiles}), got [{tiles.min()}, {tiles.max()}]"
-    return None
-
-
-def _gather_error(dense: np.ndarray, tiles: np.ndarray, tile: int, halo: int) -> str | None:
-    if dense.ndim != 4:
-        return f"dense must be [N,C,H,W], got shape {dense.shape}"
-    if tile < 1 or halo < 0:
-        return f"tile must be >= 1 and halo >= 0, got tile={tile}, halo={halo}"
-    n, _, h, w = dense.shape
-    return _tile_error(n, *grid_shape(h, w, tile), tiles)
 
 
 def _windows(tiles: np.ndarray, height: int, width: int, tile: int, halo: int):  # noqa: ANN202
@@ -156,31 +136,16 @@ def scatter_numpy(base: np.ndarray, values: np.ndarray, tiles: np.ndarray, inpla
 
 def _gather_kernel(dense: np.ndarray, tiles: np.ndarray, tile: int = 0, halo: int = 0, **_attrs: str) -> np.ndarray:
     try:
-        error = _gather_error(dense, tiles, tile, halo)
-        if error is not None:
-            return _fail(f"{GATHER_OP}: {error}", (0, 0, 0, 0))
+        check_gather_args(dense, tiles, tile, halo)
         return gather_numpy(dense, tiles, tile, halo).view(_DirectResult)
     except Exception as exc:  # noqa: BLE001 (raising here would abort the process)
         return _fail(f"{GATHER_OP}: {exc}", (0, 0, 0, 0))
 
 
-def _scatter_error(base: np.ndarray, values: np.ndarray, tiles: np.ndarray) -> str | None:
-    if base.ndim != 4:
-        return f"base must be [N,C,H,W], got shape {base.shape}"
-    if values.ndim != 4 or values.shape[2] != values.shape[3] or values.shape[3] < 1:
-        return f"values must be [B,C,tile,tile], got shape {values.shape}"
-    n, c, h, w = base.shape
-    if tiles.ndim != 1 or values.shape[:2] != (tiles.shape[0], c):
-        return f"values must be [B, {c}, tile, tile] and tiles [B], got {values.shape} and {tiles.shape}"
-    # Uniqueness is not checked here (a sort per call): the graph's ids come from NonZero.
-    return _tile_error(n, *grid_shape(h, w, values.shape[3]), tiles)
-
-
 def _scatter_kernel(base: np.ndarray, values: np.ndarray, tiles: np.ndarray, **_attrs: str) -> np.ndarray:
     try:
-        error = _scatter_error(base, values, tiles)
-        if error is not None:
-            return _fail(f"{SCATTER_OP}: {error}", base.shape)
+        # Uniqueness is not checked (a sort per call): the graph's ids come from NonZero.
+        check_scatter_args(base, values, tiles, unique=False)
         # ortx passes freshly allocated copies of the inputs: an owned, writable base is
         # ours to overwrite, which saves a full copy of the map.
         inplace = base.flags.owndata and base.flags.writeable
@@ -201,7 +166,7 @@ def register_ops() -> None:
 
     registered = _registered_op_types()
     f32, i32 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32
-    string_attrs = {name: PyCustomOpDef.dt_string for name in _PLUGIN_ATTRS}
+    string_attrs = {name: PyCustomOpDef.dt_string for name in PLUGIN_ATTRIBUTES}
     gather_type = f"{DOMAIN}::{GATHER_OP}"
     if gather_type not in registered:
         attrs = {**string_attrs, "tile": PyCustomOpDef.dt_int64, "halo": PyCustomOpDef.dt_int64}
@@ -242,14 +207,13 @@ def _with_default_attributes(node: onnx.NodeProto) -> onnx.NodeProto:
 
     ortx fails the session on a declared attribute that a node lacks.
     """
-    defaults = {"plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE}
     check_plugin_version(node)
-    missing = set(defaults) - {a.name for a in node.attribute}
+    missing = set(PLUGIN_ATTRIBUTES) - {a.name for a in node.attribute}
     if not missing:
         return node
     filled = onnx.NodeProto()
     filled.CopyFrom(node)
-    filled.attribute.extend(helper.make_attribute(name, defaults[name]) for name in sorted(missing))
+    filled.attribute.extend(helper.make_attribute(name, PLUGIN_ATTRIBUTES[name]) for name in sorted(missing))
     return filled
 
 

@@ -11,8 +11,8 @@ graph is inference only.
 
 The ops themselves trust their inputs (in the pruned graph indices come from
 ``nonzero``); the wrappers ``masked_gather`` / ``masked_scatter`` validate shapes and
-dtypes and, with ``check=True`` on CPU tensors, index ranges, raising ``ValueError`` with
-the reference's wording.
+dtypes against ``contract`` and, with ``check=True`` on CPU tensors, the ids' range and
+uniqueness, raising ``ValueError`` with the reference's wording.
 """
 
 from __future__ import annotations
@@ -20,12 +20,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
-from m2ae.trt_plugins.reference import grid_shape
+from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_ATTRIBUTES, SCATTER_OP
+from m2ae.trt_plugins.contract import (
+    Dtypes,
+    Operand,
+    check_gather,
+    check_id_range,
+    check_scatter,
+    check_unique,
+    grid_shape,
+)
 
 GATHER_QUALNAME = f"{DOMAIN}::masked_gather"
 SCATTER_QUALNAME = f"{DOMAIN}::masked_scatter"
-FLOAT_DTYPES = (torch.float32, torch.float16)
+TORCH_DTYPES = Dtypes(floats=(torch.float32, torch.float16), index=torch.int32)
 
 
 def _tile_coords(tiles: Tensor, rows: int, cols: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -82,28 +90,8 @@ def register_torch_ops() -> None:
 register_torch_ops()
 
 
-def _check_float(name: str, tensor: Tensor) -> None:
-    if tensor.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"{name} must be float32 or float16, got {tensor.dtype}")
-
-
-def _check_index(name: str, tensor: Tensor) -> None:
-    if tensor.dtype != torch.int32:
-        raise ValueError(f"{name} must be int32, got {tensor.dtype}")
-
-
 def _is_host(tensor: Tensor) -> bool:
     return tensor.device.type == "cpu"
-
-
-def _check_tiles(tiles: Tensor, num_tiles: int, check: bool) -> None:
-    _check_index("tiles", tiles)
-    if tiles.ndim != 1:
-        raise ValueError(f"tiles must be [B], got shape {tuple(tiles.shape)}")
-    if check and _is_host(tiles) and tiles.numel():
-        lo, hi = int(tiles.min()), int(tiles.max())
-        if lo < 0 or hi >= num_tiles:
-            raise ValueError(f"tile ids must lie in [0, {num_tiles}), got [{lo}, {hi}]")
 
 
 def validate_gather(dense: Tensor, tiles: Tensor, tile: int, halo: int, check: bool = True) -> None:
@@ -112,14 +100,9 @@ def validate_gather(dense: Tensor, tiles: Tensor, tile: int, halo: int, check: b
     Shapes and dtypes are always checked; ``check`` adds the tile id range check, done
     only for CPU ids (on a device it would force a synchronising copy).
     """
-    _check_float("dense", dense)
-    if dense.ndim != 4:
-        raise ValueError(f"dense must be [N,C,H,W], got shape {tuple(dense.shape)}")
-    if tile < 1 or halo < 0:
-        raise ValueError(f"tile must be >= 1 and halo >= 0, got tile={tile}, halo={halo}")
-    n, _, h, w = dense.shape
-    rows, cols = grid_shape(h, w, tile)
-    _check_tiles(tiles, n * rows * cols, check)
+    count = check_gather(Operand.of(dense), Operand.of(tiles), tile, halo, TORCH_DTYPES)
+    if check and _is_host(tiles):
+        check_id_range(tiles, count)
 
 
 def validate_scatter(base: Tensor, values: Tensor, tiles: Tensor, check: bool = True) -> None:
@@ -127,21 +110,10 @@ def validate_scatter(base: Tensor, values: Tensor, tiles: Tensor, check: bool = 
 
     ``check`` adds the range and uniqueness checks on CPU ids.
     """
-    _check_float("base", base)
-    if base.ndim != 4:
-        raise ValueError(f"base must be [N,C,H,W], got shape {tuple(base.shape)}")
-    if values.ndim != 4 or values.shape[2] != values.shape[3] or values.shape[3] < 1:
-        raise ValueError(f"values must be [B,C,tile,tile], got shape {tuple(values.shape)}")
-    if values.dtype != base.dtype:
-        raise ValueError(f"values dtype {values.dtype} differs from base dtype {base.dtype}")
-    n, c, h, w = base.shape
-    if tiles.ndim != 1 or tuple(values.shape[:2]) != (tiles.shape[0], c):
-        raise ValueError(f"values must be [B, {c}, tile, tile] and tiles [B], "
-                         f"got {tuple(values.shape)} and {tuple(tiles.shape)}")
-    rows, cols = grid_shape(h, w, values.shape[3])
-    _check_tiles(tiles, n * rows * cols, check)
-    if check and _is_host(tiles) and torch.unique(tiles).numel() != tiles.numel():
-        raise ValueError("tile ids must be unique")
+    count = check_scatter(Operand.of(base), Operand.of(values), Operand.of(tiles), TORCH_DTYPES)
+    if check and _is_host(tiles):
+        check_id_range(tiles, count)
+        check_unique(torch.unique(tiles).numel(), tiles.numel())
 
 
 def masked_gather(dense: Tensor, tiles: Tensor, tile: int, halo: int, check: bool = True) -> Tensor:
@@ -157,7 +129,8 @@ def masked_scatter(base: Tensor, values: Tensor, tiles: Tensor, check: bool = Tr
 
 
 def _plugin_attrs() -> dict[str, str]:
-    return {"plugin_version_s": PLUGIN_VERSION, "plugin_namespace_s": PLUGIN_NAMESPACE}
+    """The plugin attributes, named as TorchScript's ``g.op`` types them (``_s``: string)."""
+    return {f"{name}_s": value for name, value in PLUGIN_ATTRIBUTES.items()}
 
 
 def _gather_symbolic(g, dense, tiles, tile: int, halo: int):  # noqa: ANN001, ANN202 (TorchScript values)

@@ -157,10 +157,6 @@ class PairedFolder:
         self.layout = layout
         self.pairs = pairs
 
-    @property
-    def has_masks(self) -> bool:
-        return bool(self.pairs) and self.pairs[0].mask is not None
-
     def __len__(self) -> int:
         return len(self.pairs)
 
