@@ -23,7 +23,7 @@ step() {
     fi
 }
 step kernels_build m2ae plugin build --kernels-only
-step kernel_tests pytest -q tests/test_cuda_kernels.py
+step kernel_tests pytest -q -m gpu
 step kernel_bandwidth python -m m2ae.benchmarks.kernel_bandwidth
 step torch_sweep m2ae bench --backends torch --variants dense,plugin --blur 0,5,10,25,50,100 \
     --size 1024,2048 --iters 20 --warmup 5 --dense-above 1 --out "$out/torch_sweep" --no-progress

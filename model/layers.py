@@ -61,6 +61,26 @@ class RepConv3x3(nn.Module):
         return weight.detach(), bias.detach()
 
 
+def centre(x: torch.Tensor, rings: int) -> torch.Tensor:
+    """[..., S, S] with ``rings`` outer rings removed."""
+    if rings == 0:
+        return x
+    return x[..., rings : x.shape[-2] - rings, rings : x.shape[-1] - rings]
+
+
+def valid_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer`` (an ``nn.Conv2d``, or a folded ``RepConv3x3``) without its padding: one
+    ring smaller per side for a 3x3 conv, every output pixel computed from real input."""
+    conv = layer.conv if isinstance(layer, RepConv3x3) and not layer.rep_branches else layer
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"valid_conv needs a plain or folded conv (the deploy form), got {type(layer).__name__}")
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+
+
+def _call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return layer(x)
+
+
 class MaskedResBlock(nn.Module):
     """``x <- x + m * F(x, g)``, ``F = conv3x3 -> modulate by g -> act -> conv3x3``.
 
@@ -88,12 +108,19 @@ class MaskedResBlock(nn.Module):
             nn.init.zeros_(self.conv2.conv.weight)
             nn.init.zeros_(self.conv2.conv.bias)
 
-    def residual(self, x: torch.Tensor, guide: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
-        """``F(x, g)``. ``inside`` (1 in the image, 0 beyond it) zeroes the hidden map
-        outside the image, as conv2's zero padding sees it, when ``x`` is a tile whose
-        halo crosses the image border (the pruned forward)."""
-        h = self.act(self.conv1(x) * (1.0 + self.gamma(guide)) + self.beta(guide))
-        return self.conv2(h if inside is None else h * inside)
+    def residual(self, x: torch.Tensor, guide: torch.Tensor, inside: torch.Tensor | None = None,
+                 trim: bool = False) -> torch.Tensor:
+        """``F(x, g)``. Two arguments serve the pruned forward on tiles: ``inside`` (1 in
+        the image, 0 beyond it) zeroes the hidden map outside the image, as conv2's zero
+        padding sees it, when ``x`` is a tile whose halo crosses the image border; ``trim``
+        runs the 3x3 convs unpadded (``valid_conv``): a tile's outer ring, which zero
+        padding would spoil, is never computed, so each conv runs only where later layers
+        still read (the result is 2 rings smaller; the deploy form only)."""
+        conv = valid_conv if trim else _call
+        ring = 1 if trim else 0
+        guide = centre(guide, ring)
+        h = self.act(conv(self.conv1, x) * (1.0 + self.gamma(guide)) + self.beta(guide))
+        return conv(self.conv2, h if inside is None else h * centre(inside, ring))
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return x + mask * self.residual(x, guide)

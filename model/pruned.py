@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from m2ae import __version__
 from m2ae.model.checkpoint import LoadedCheckpoint
 from m2ae.model.heads import guide_at_scale, hard_mask
+from m2ae.model.layers import centre, valid_conv
 from m2ae.model.network import M2AENet, scale_mask
 from m2ae.model.receptive_field import receptive_field
 from m2ae.model.reparam import deploy_form, stem_then_down
@@ -118,11 +119,6 @@ def active_tiles(mask: Tensor, tile: int) -> Tensor:
     return torch.nonzero(tile_map(mask, tile).reshape(-1) > 0.5).reshape(-1).to(torch.int32)
 
 
-def centre(tiles: Tensor, halo: int) -> Tensor:
-    """Tiles [B, C, S, S] with ``halo`` outer rings removed."""
-    return tiles[:, :, halo : tiles.shape[2] - halo, halo : tiles.shape[3] - halo]
-
-
 def _inside_axis(cell: Tensor, tile: int, halo: int, limit: Tensor) -> Tensor:
     """[B, S] bool: which of the tile's S positions along one axis lie in [0, limit)."""
     positions = cell.unsqueeze(1) * tile - halo + torch.arange(tile + 2 * halo, device=cell.device)
@@ -144,9 +140,15 @@ def tile_inside(tiles: Tensor, like: Tensor, tile: int, halo: int) -> Tensor:
 
 
 def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, guide: Tensor, inside: Tensor) -> Tensor:
-    """Masked residual blocks on a batch of tiles (features 0 beyond the image)."""
+    """Masked residual blocks on a batch of tiles (features 0 beyond the image).
+
+    Each block crops the two rings its convs spoil as it goes (``residual(trim=True)``),
+    so every conv runs on just the extent later layers still read: the result is
+    ``BLOCK_HALO * len(blocks)`` rings smaller than ``x``.
+    """
     for block in blocks:
-        x = x + mask * block.residual(x, guide, inside)
+        x = centre(x, BLOCK_HALO) + centre(mask, BLOCK_HALO) * block.residual(x, guide, inside, trim=True)
+        mask, guide, inside = (centre(t, BLOCK_HALO) for t in (mask, guide, inside))
     return x
 
 
@@ -166,7 +168,7 @@ class TileStage(nn.Module):
             halo = BLOCK_HALO * len(group)
             x_t, m_t, g_t = (masked_gather(dense, tiles, self.tile, halo) for dense in (x, mask, guide))
             inside = tile_inside(tiles, mask, self.tile, halo)
-            x = masked_scatter(x, centre(run_blocks(group, x_t, m_t, g_t, inside), halo), tiles)
+            x = masked_scatter(x, run_blocks(group, x_t, m_t, g_t, inside), tiles)
         return x
 
 
@@ -233,10 +235,12 @@ class PrunedBody(nn.Module):
 
         # Scale 0, encoder: image tiles -> stem -> blocks. Beyond the image the stem's
         # bias is no zero padding: ``inside`` restores it; the blocks keep it (m is 0 there).
+        # x0 keeps the last stage's halo (the skip); the stem's spoilt ring goes at once.
         blurred, m0, g0 = gather0(image), gather0(masks[0]), gather0(guides[0])
         inside0 = tile_inside(tiles[0], mask, tile0, halo0)
-        x0 = run_blocks(self.first_blocks, self.stem(blurred) * inside0, m0, g0, inside0)
-        x = masked_scatter(self.stem_down(image), self.downs[0](centre(x0, halo0)), tiles[0])
+        stem = valid_conv(self.stem, blurred) * centre(inside0, 1)
+        x0 = run_blocks(self.first_blocks, stem, *(centre(t, 1) for t in (m0, g0, inside0)))
+        x = masked_scatter(self.stem_down(image), self.downs[0](centre(x0, last_halo)), tiles[0])
         skips = []
         for s, stage in enumerate(self.encoder, start=1):
             x = stage(x, guides[s], masks[s], tiles[s])
@@ -259,14 +263,14 @@ class PrunedBody(nn.Module):
             up = self.ups[1](masked_gather(x, tiles[0], tile0 // 4, halo1 // 2))
             x1 = run_blocks(self.scale1_blocks, (up + gather1(skips[0])) * inside1, gather1(masks[1]),
                             gather1(guides[1]), inside1)
-            x1 = centre(x1, halo1 - last_halo // 2)
+            x1 = centre(x1, halo1 - BLOCK_HALO * len(self.scale1_blocks) - last_halo // 2)
 
         # Scale 0, decoder: skip tiles + up layer of the scale-1 tiles -> blocks -> projection.
         rings = halo0 - last_halo
         inside, m = centre(inside0, rings), centre(m0, rings)
-        x = (self.ups[0](x1) + centre(x0, rings)) * inside
+        x = (self.ups[0](x1) + x0) * inside
         x = run_blocks(self.last_blocks, x, m, centre(g0, rings), inside)
-        delta = centre(self.proj(x), last_halo)
+        delta = centre(valid_conv(self.proj, x), last_halo - BLOCK_HALO * len(self.last_blocks) - 1)
         return masked_scatter(image, centre(blurred, halo0) + centre(m, last_halo) * delta, tiles[0])
 
 

@@ -156,6 +156,23 @@ def test_pruned_matches_dense_for_any_tiling(nets, tiles: tuple[int, ...]) -> No
     check_pruned((model, folded, pruned), image, mask)
 
 
+#: the base preset's shape (four scales, several blocks per stage) at test width
+DEEP = M2AEConfig(width=4, num_scales=4, enc_blocks=(2, 2, 2, 4), dec_blocks=(2, 2, 2), motion_channels=4,
+                  mask_channels=4)
+
+
+@pytest.mark.parametrize("blocks_per_gather", [1, 3])
+@pytest.mark.parametrize("tiles", [(16, 8, 8, 4), (8, 4, 2)])
+def test_pruned_matches_dense_with_several_blocks_per_stage(blocks_per_gather: int, tiles: tuple[int, ...]) -> None:
+    """Each block trims its own rings: stages of several blocks, gathered together or one
+    by one, still give the dense result, at borders and in a batch of two."""
+    model = perturbed_model(DEEP, seed=2)
+    pruned = PrunedM2AE(model, PruningConfig(tiles=tiles, dense_above=1.0, blocks_per_gather=blocks_per_gather))
+    image = random_image(2, 48, 40, seed=11)
+    mask = torch.cat([random_mask(1, 48, 40, 0.02, seed=6), edge_mask(48, 40, "frame")])
+    check_pruned((model, fold_branches(model), pruned), image, mask)
+
+
 def test_scale0_tile_that_does_not_halve_is_refused() -> None:
     with pytest.raises(ValueError, match="multiple of 4"):
         PrunedBody(deploy_form(perturbed_model(SMALL, seed=0)), PruningConfig(tiles=(6,)))
