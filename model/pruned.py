@@ -82,7 +82,7 @@ class PruningConfig:
 #: tiny at 1024^2, base at 512^2, where a deep 4-block bottleneck pays for a gather per block.
 PRESET_PRUNING: dict[str, PruningConfig] = {
     "tiny": PruningConfig(),
-    "base": PruningConfig(tiles=(32, 16, 16, 8), dense_above=0.3, blocks_per_gather=1),
+    "base": PruningConfig(tiles=(48, 16, 8, 8), dense_above=0.3, blocks_per_gather=1),
 }
 
 
