@@ -46,6 +46,9 @@ class DemoConfig:
     predicted_images: int = 2
     iters: int = 5
     warmup: int = 1
+    #: passes over all timing jobs, pooled: this machine's drift (the same dense graph
+    #: between 134 and 200 ms at 512^2 within one run) then falls on every variant alike
+    rounds: int = 2
     threads: int | None = None
     progress: bool = True
 
@@ -184,7 +187,7 @@ def _benchmarks(config: DemoConfig, loaded: LoadedCheckpoint, out: Path, with_en
         out=out / "bench", checkpoint=loaded, backends=("onnx", "trt") if with_engines else ("onnx",),
         variants=("dense", "portable", "plugin"), precisions=("fp32",), blur=config.blur,
         sizes=((config.bench_size, config.bench_size),), iters=config.iters, warmup=config.warmup,
-        threads=config.threads, models_dir=out / "bench" / "models", progress=config.progress,
+        rounds=config.rounds, threads=config.threads, models_dir=out / "bench" / "models", progress=config.progress,
     )
     predicted = replace(blob, out=out / "bench_predicted", backends=("onnx",), variants=("dense", "plugin"),
                         masks="predicted", predicted_images=config.predicted_images, plots=False)
