@@ -32,7 +32,7 @@ def _recorded_info(path: Path) -> ModelInfo | None:
         return None
     try:
         model = onnx.load(path, load_external_data=False)
-        return ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props}, path)
+        return ModelInfo.from_onnx(model, path)
     except Exception:  # noqa: BLE001 (onnx raises DecodeError, ValueError, ...; any unreadable file is re-exported)
         return None
 

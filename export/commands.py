@@ -252,7 +252,8 @@ def _build(args: argparse.Namespace) -> int:
     check_output_file(args.out or args.onnx.with_suffix(".engine"), "--out")
     cache_option = "--cache-dir" if args.cache_dir else f"the engine cache (--cache-dir, ${CACHE_DIR_ENV})"
     check_output_dir(EngineCache.at(args.cache_dir).root, cache_option)
-    model = read_onnx_info(args.onnx).model
+    info = read_onnx_info(args.onnx)
+    model = info.model
     platform = detect_platform()
     profile = None
     if args.min or args.opt or args.max:
@@ -272,7 +273,7 @@ def _build(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         command=tuple(_command_line(args)),
     )
-    result = build_engine(config, platform)
+    result = build_engine(config, platform, info)
     how = "from the engine cache" if result.cached else f"built in {result.sidecar.build_seconds:.1f} s"
     print(f"{result.engine_path} ({how}; {result.sidecar.key.profile})", file=sys.stdout)
     # Whether `m2ae infer` can run the engine here depends on the CUDA binding, not on what built it.

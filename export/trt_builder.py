@@ -84,12 +84,12 @@ def read_onnx_info(path: str | Path) -> OnnxInfo:
     uses_ops = has_custom_ops(model) or any(
         node.domain == DOMAIN for function in model.functions for node in function.node
     )
-    metadata = ModelInfo.from_metadata({prop.key: prop.value for prop in model.metadata_props}, path)
+    metadata = ModelInfo.from_onnx(model, path)
     return OnnxInfo(
         path=path.resolve(),
         sha256=file_sha256(path),
         # The graph decides, as the runtime's engines do: metadata may predate m2ae.mask_input.
-        model=replace(metadata, mask_input=INPUT_MASK in inputs),
+        model=metadata.with_graph_inputs(inputs),
         inputs=inputs,
         uses_m2ae_ops=uses_ops,
     )
@@ -464,10 +464,12 @@ class BuildPlan:
     plugin_path: str | None
 
 
-def plan_build(config: BuildConfig, platform: PlatformInfo | None = None) -> tuple[ModuleType, BuildPlan]:
-    """Read the ONNX, check the request (all before TensorRT is needed), then open TensorRT
-    and the plugin and make the engine's cache key; returns TensorRT and the plan."""
-    info = read_onnx_info(config.onnx)
+def plan_build(config: BuildConfig, platform: PlatformInfo | None = None, info: OnnxInfo | None = None
+               ) -> tuple[ModuleType, BuildPlan]:
+    """Read the ONNX (unless the caller has: ``info``), check the request (all before
+    TensorRT is needed), then open TensorRT and the plugin and make the engine's cache key;
+    returns TensorRT and the plan."""
+    info = info or read_onnx_info(config.onnx)
     _check_numbers(config)
     platform = platform or detect_platform()
     profile, workspace = choose_profile(config, info, platform)
@@ -532,13 +534,15 @@ def _build_new(trt: ModuleType, cache: EngineCache, plan: BuildPlan, config: Bui
     return _result(out, sidecar, cached=False)
 
 
-def build_engine(config: BuildConfig, platform: PlatformInfo | None = None) -> BuildResult:
+def build_engine(config: BuildConfig, platform: PlatformInfo | None = None,
+                 info: OnnxInfo | None = None) -> BuildResult:
     """Build (or take from the cache) the engine for ``config`` and write it with its sidecar.
 
-    The steps: ``plan_build`` (read the ONNX, check the request, choose the profile, open
+    ``info``: ``read_onnx_info(config.onnx)`` where the caller has read it already. The
+    steps: ``plan_build`` (read the ONNX, check the request, choose the profile, open
     TensorRT, make the cache key), then ``_copy_from_cache`` or ``_build_new``.
     """
-    trt, plan = plan_build(config, platform)
+    trt, plan = plan_build(config, platform, info)
     cache = EngineCache.at(config.cache_dir)
     cached = _copy_from_cache(cache, plan, config) if config.use_cache else None
     return cached or _build_new(trt, cache, plan, config)

@@ -9,11 +9,12 @@ type and one default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Iterable, Mapping
 
 from m2ae.errors import UserError
+from m2ae.graph_io import INPUT_MASK
 
 #: the key whose presence marks an m2ae model
 MARKER_KEY = "m2ae.multiple"
@@ -51,9 +52,14 @@ class ModelInfo:
     #: every ``m2ae.*`` entry as read (keys this version does not know are kept, not lost)
     extra: Mapping[str, str] = field(default_factory=dict, compare=False)
 
-    @property
-    def pruned(self) -> bool:
-        return self.variant != "dense"
+    def with_graph_inputs(self, inputs: Iterable[str]) -> ModelInfo:
+        """This info with ``mask_input`` as the graph's inputs have it.
+
+        The graph decides: it is what runs, and its inputs cannot disagree with themselves,
+        while metadata can be missing (exports made before ``m2ae.mask_input`` was recorded,
+        hand-made test graphs) or edited.
+        """
+        return replace(self, mask_input=INPUT_MASK in inputs)
 
     def to_metadata(self) -> dict[str, str]:
         """The ``m2ae.*`` strings an ONNX's metadata_props (and an engine's sidecar) hold."""
@@ -78,6 +84,11 @@ class ModelInfo:
         metadata = dict(self.extra)
         metadata.update({key: str(value) for key, value in values.items() if value is not None})
         return metadata
+
+    @classmethod
+    def from_onnx(cls, model: Any, source: str | Path) -> ModelInfo:
+        """The info an ``onnx.ModelProto`` records in its metadata_props (see ``from_metadata``)."""
+        return cls.from_metadata({prop.key: prop.value for prop in model.metadata_props}, source)
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str], source: str | Path) -> ModelInfo:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Iterable
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from m2ae.errors import UserError
-from m2ae.graph_io import INPUT_MASK
 from m2ae.model_info import ModelInfo
 from m2ae.runtime.checks import check_finite_outputs, check_inputs
 
@@ -27,16 +26,6 @@ SHIPPED_CHECKPOINTS = ("tiny",)
 class EngineOutputs:
     restored: np.ndarray  # float32 [N,3,H,W]
     mask: np.ndarray  # float32 [N,1,H,W], values 0 or 1
-
-
-def with_graph_inputs(info: ModelInfo, inputs: Iterable[str]) -> ModelInfo:
-    """``info`` with ``mask_input`` as the graph's inputs have it.
-
-    The graph decides: it is what runs, and its inputs cannot disagree with themselves,
-    while metadata can be missing (exports made before ``m2ae.mask_input`` was recorded,
-    hand-made test graphs) or edited.
-    """
-    return replace(info, mask_input=INPUT_MASK in inputs)
 
 
 class Engine(ABC):

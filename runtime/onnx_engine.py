@@ -16,7 +16,7 @@ import onnx
 from m2ae.errors import UserError
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.model_info import ModelInfo
-from m2ae.runtime.base import Engine, EngineOutputs, with_graph_inputs
+from m2ae.runtime.base import Engine, EngineOutputs
 
 
 def max_threads() -> int:
@@ -53,9 +53,9 @@ class OnnxRuntimeEngine(Engine):
             model = onnx.load(self.path)
         except Exception as exc:  # onnx raises DecodeError, ValueError, ... for a bad file
             raise UserError(f"{self.path}: not a readable ONNX model ({type(exc).__name__})") from None
-        info = ModelInfo.from_metadata({prop.key: prop.value for prop in model.metadata_props}, self.path)
+        info = ModelInfo.from_onnx(model, self.path)
         self.session = make_session(model, providers=providers, threads=threads)
-        super().__init__(with_graph_inputs(info, (i.name for i in self.session.get_inputs())), self.path)
+        super().__init__(info.with_graph_inputs(i.name for i in self.session.get_inputs()), self.path)
 
     def _run(self, image: np.ndarray, mask: np.ndarray | None) -> EngineOutputs:
         feed = {INPUT_IMAGE: np.ascontiguousarray(image, dtype=np.float32)}

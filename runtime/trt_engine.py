@@ -38,7 +38,7 @@ from m2ae.platform_info import (
     require_gpu,
     require_tensorrt,
 )
-from m2ae.runtime.base import Engine, EngineOutputs, with_graph_inputs
+from m2ae.runtime.base import Engine, EngineOutputs
 from m2ae.runtime.cuda_binding import CudaBinding, CudaError, load_binding
 
 
@@ -145,7 +145,7 @@ class TensorRTEngine(Engine):
                 )
             self._stream = self._cuda.stream_create()
         self._input_names, self._output_names = self._io_names()
-        self.info = with_graph_inputs(self.info, self._input_names)
+        self.info = self.info.with_graph_inputs(self._input_names)
         low, _, high = self._engine.get_tensor_profile_shape(INPUT_IMAGE, 0)
         self._profile_low = (low[0], low[2], low[3])
         self._profile_high = (high[0], high[2], high[3])
