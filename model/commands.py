@@ -8,10 +8,11 @@ import json
 
 from m2ae.errors import UserError
 
-#: defaults of LossWeights.reblur and GateAugment.probability, kept here so that the
+#: defaults of LossWeights.reblur, GateAugment.probability and .predicted, kept here so that the
 #: parser imports no torch (a test holds them equal)
 DEFAULT_REBLUR_WEIGHT = 0.2
 DEFAULT_SHARP_GATES = 0.0
+DEFAULT_PREDICTED_GATES = 0.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="chance that a ground-truth gate also covers sharp pixels (the mask dilated, plus "
                        "random boxes), so the restorer learns to leave them alone (default: %(default)s; 0 trains "
                        "under the annotated mask only)")
+    train.add_argument("--predicted-gates", type=float, default=DEFAULT_PREDICTED_GATES, metavar="P",
+                       help="chance that a ground-truth gate is united with the mask head's own inference mask, "
+                       "so the restorer learns to leave the head's false alarms alone (default: %(default)s)")
+    train.add_argument("--init", metavar="CKPT",
+                       help="fine-tune: start from this checkpoint's network and weights (a file, or 'tiny' "
+                       "for the shipped one) with a fresh optimiser; --preset must match it")
     train.add_argument("--mask-context", type=int, metavar="N",
                        help="levels of the mask head's coarse context branch (default: the preset's, 0 = the "
                        "plain head; 2 sees about 100 pixels around each pixel and makes the network's "
@@ -84,7 +91,8 @@ def _train(args: argparse.Namespace) -> int:
         crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
         mask_context=args.mask_context,
         loss=dataclasses.replace(LossWeights(), reblur=args.reblur_weight),
-        gates=dataclasses.replace(GateAugment(), probability=args.sharp_gates),
+        gates=dataclasses.replace(GateAugment(), probability=args.sharp_gates, predicted=args.predicted_gates),
+        init=args.init,
     )
     result = train(config, resume=args.resume, progress=not args.no_progress)
     print(f"trained to step {result.step} ({result.steps_per_second:.2f} steps/s); "

@@ -26,10 +26,11 @@ from tqdm import tqdm
 from m2ae.atomic import check_output_dir, remove_stale_temps
 from m2ae.errors import UserError
 from m2ae.imageio import write_image
-from m2ae.model.checkpoint import read_checkpoint, save_checkpoint
+from m2ae.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from m2ae.model.config import M2AEConfig, get_preset
 from m2ae.model.evaluate import EvalResult, calibrate_threshold, evaluate, validation_strip
-from m2ae.model.gates import GateAugment, training_gate
+from m2ae.model.gates import GateAugment, training_gate, with_prediction
+from m2ae.model.heads import hard_mask
 from m2ae.model.losses import LossTerms, LossWeights, MaskScores, m2ae_loss, mask_scores, masked_psnr_gain
 from m2ae.model.network import M2AENet
 
@@ -62,6 +63,9 @@ class TrainConfig:
     mask_context: int | None = None
     #: extra sharp regions in teacher-forced gates (see ``m2ae.model.gates``)
     gates: GateAugment = field(default_factory=GateAugment)
+    #: checkpoint (path or shipped name) whose network and weights the run starts from,
+    #: with a fresh optimiser: fine-tuning; None starts from random weights
+    init: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "crop", "val_every", "ckpt_every"):
@@ -79,11 +83,14 @@ class TrainConfig:
             raise UserError(f"--seed must be 0 or more and below 2**64, got {self.seed}")
 
 
-def model_config_of(config: TrainConfig) -> M2AEConfig:
-    """The network a run trains: its preset, with the run's overrides."""
-    model_config = get_preset(config.preset)
-    if config.mask_context is None:
+def model_config_of(config: TrainConfig, init: M2AEConfig | None = None) -> M2AEConfig:
+    """The network a run trains: its preset, or the ``--init`` checkpoint's network, with the run's overrides."""
+    model_config = get_preset(config.preset) if init is None else init
+    if config.mask_context is None or config.mask_context == model_config.mask_context:
         return model_config
+    if init is not None:
+        raise UserError(f"--mask-context {config.mask_context}: the --init checkpoint's mask head has "
+                        f"{model_config.mask_context} context levels; a fine-tune keeps its network")
     try:
         return dataclasses.replace(model_config, mask_context=config.mask_context)
     except ValueError as exc:
@@ -170,13 +177,21 @@ class TrainResult:
 RESUME_MAY_CHANGE = frozenset({"steps", "out", "val_every", "val_images", "ckpt_every"})
 
 
+def _differs(saved: Any, current: Any) -> bool:
+    """Whether a saved setting differs from the current one; a group's settings that a run
+    saved before they existed are not compared (they held their defaults)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return any(key not in current or _differs(value, current[key]) for key, value in saved.items())
+    return saved != current
+
+
 def _check_resumable(config: TrainConfig, saved: Any, last_path: Path) -> None:
     """Refuse a resume whose data, noise or optimisation differ from the saved run's."""
     if not isinstance(saved, dict):
         return
     current = asdict(config) | {"loss": asdict(config.loss)}
     changed = [f"--{name.replace('_', '-')} {saved[name]!r} -> {current[name]!r}" for name in current
-               if name not in RESUME_MAY_CHANGE and name in saved and saved[name] != current[name]]
+               if name not in RESUME_MAY_CHANGE and name in saved and _differs(saved[name], current[name])]
     if changed:
         raise UserError(f"--resume: {last_path} was trained with other settings ({'; '.join(changed)}); "
                         "resume with the original ones or start a new run with another --out")
@@ -235,10 +250,14 @@ class _Trainee:
     scaler: torch.amp.GradScaler
 
 
-def _new_trainee(config: TrainConfig, model_config: M2AEConfig, device: torch.device) -> _Trainee:
-    """A fresh network (its initial weights drawn from the run's seed alone), optimiser and scaler."""
+def _new_trainee(config: TrainConfig, model_config: M2AEConfig, device: torch.device,
+                 weights: dict[str, torch.Tensor] | None = None) -> _Trainee:
+    """A network (initial weights drawn from the run's seed alone, or ``weights``), fresh optimiser and scaler."""
     torch.manual_seed(config.seed)
-    model = M2AENet(model_config).to(device)
+    model = M2AENet(model_config)
+    if weights is not None:
+        model.load_state_dict(weights)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     return _Trainee(model, optimizer, scaler)
@@ -295,7 +314,8 @@ class _Run:
 
 def _open_run(config: TrainConfig, resume: bool) -> _Run:
     """Check the settings, prepare ``config.out`` and build (or resume) the model."""
-    model_config = model_config_of(config)
+    initial = load_checkpoint(config.init, expect_preset=config.preset) if config.init else None
+    model_config = model_config_of(config, initial.config if initial else None)
     _check_crop(config, model_config)
     _check_step_fits(config, model_config)
     out = check_output_dir(config.out, "--out")
@@ -303,7 +323,7 @@ def _open_run(config: TrainConfig, resume: bool) -> _Run:
     out.mkdir(parents=True, exist_ok=True)
     ddp = _setup_distributed()
     device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
-    trainee = _new_trainee(config, model_config, device)
+    trainee = _new_trainee(config, model_config, device, initial.model.state_dict() if initial else None)
     start = 0
     if resume:
         start = _resume(config, trainee, out / LAST)
@@ -338,7 +358,13 @@ def _train_step(run: _Run, step: int) -> _StepReport:
     torch.manual_seed(step_seed(config.seed, step, run.ddp.rank))
     batch = {k: v.to(run.device) for k, v in run.source.batch(step, run.ddp.rank, run.ddp.world).items()}
     use_gt = torch.rand(()).item() < teacher_forcing_probability(config, step)
-    gate = training_gate(batch["mask"], config.gates) if use_gt else "pred"
+    gate: torch.Tensor | str = "pred"
+    if use_gt:
+        model_config = run.model_config
+        gate = with_prediction(
+            training_gate(batch["mask"], config.gates),
+            lambda: hard_mask(run.model.mask_head(batch["blurred"]), model_config.threshold, model_config.mask_dilation),
+            config.gates)
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(config, step)
     with _autocast(run.device):

@@ -23,7 +23,7 @@ from m2ae.imageio import read_image
 from m2ae.model.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint, save_checkpoint, shipped_path
 from m2ae.model.config import get_preset
 from m2ae.model.evaluate import STRIP_GAP
-from m2ae.model.gates import GateAugment, random_boxes, training_gate
+from m2ae.model.gates import GateAugment, random_boxes, training_gate, with_prediction
 from m2ae.model.losses import LossWeights
 from m2ae.model.network import GATE_ONES, M2AENet
 from m2ae.model.train import FINAL, LAST, TrainConfig, learning_rate, teacher_forcing_probability, train
@@ -112,16 +112,39 @@ def test_sharp_gates_cover_the_mask_and_more() -> None:
     assert per_image.max() <= 3 * 24 * 20 and (per_image == 0).any() and (per_image > 0).any()
 
 
+def test_predicted_gates_unite_the_mask_with_the_inference_mask() -> None:
+    torch.manual_seed(0)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, 2:6, 2:6] = 1.0
+    predicted = torch.zeros_like(mask)
+    predicted[:, :, 4:12, 8:14] = 1.0
+    gate = with_prediction(mask, lambda: predicted, GateAugment(predicted=1.0))
+    assert torch.equal(gate, torch.maximum(mask, predicted))
+    # Off by default: no extra head pass and no random number drawn, so older recipes
+    # replay bit for bit.
+    state = torch.get_rng_state()
+    called: list[bool] = []
+    assert with_prediction(mask, lambda: called.append(True) or predicted, GateAugment()) is mask
+    assert not called and torch.equal(torch.get_rng_state(), state)
+    # At 0.5 about half of the gates grow.
+    grown = sum(not torch.equal(with_prediction(mask, lambda: predicted, GateAugment(predicted=0.5)), mask)
+                for _ in range(200))
+    assert 60 < grown < 140
+
+
 def test_cli_defaults_match_the_dataclasses() -> None:
     from m2ae.model import commands
 
     assert commands.DEFAULT_REBLUR_WEIGHT == LossWeights().reblur
     assert commands.DEFAULT_SHARP_GATES == GateAugment().probability
+    assert commands.DEFAULT_PREDICTED_GATES == GateAugment().predicted
 
 
 def test_bad_gate_and_loss_settings_are_user_errors() -> None:
     with pytest.raises(UserError, match="--sharp-gates"):
         GateAugment(probability=1.5)
+    with pytest.raises(UserError, match="--predicted-gates"):
+        GateAugment(predicted=-0.1)
     with pytest.raises(UserError, match="--reblur-weight"):
         TrainConfig(loss=LossWeights(reblur=-1.0))
 
@@ -433,3 +456,41 @@ def test_mask_context_trains_the_context_head(tmp_path: Path) -> None:
     assert loaded.model.mask_head.context_levels == 2
     with pytest.raises(UserError, match="--mask-context -1"):
         train(small_run(tmp_path / "bad", mask_context=-1), progress=False)
+
+
+# ------------------------------------------------------------------ fine-tune
+
+
+def test_init_fine_tunes_from_a_checkpoint(finished_run: Path, tmp_path: Path) -> None:
+    start = load_checkpoint(finished_run / FINAL)
+    # A first step at a negligible rate leaves the weights where the checkpoint had them,
+    # not where the run's seed would draw them.
+    train(small_run(tmp_path / "tuned", steps=1, ckpt_every=1, lr=1e-12, seed=5, init=str(finished_run / FINAL),
+                    gates=GateAugment(predicted=1.0)), progress=False)
+    tuned = dict(load_checkpoint(tmp_path / "tuned" / FINAL).model.named_parameters())
+    # Parameters only: a training step moves the BatchNorm running statistics whatever the rate.
+    for name, value in start.model.named_parameters():
+        assert torch.allclose(tuned[name], value, atol=1e-6), name
+    train(small_run(tmp_path / "fresh", steps=1, ckpt_every=1, lr=1e-12, seed=5), progress=False)
+    fresh = load_checkpoint(tmp_path / "fresh" / FINAL)
+    assert not torch.allclose(fresh.model.stem.weight, start.model.stem.weight)
+
+
+def test_init_keeps_the_checkpoint_network(finished_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="preset 'tiny', not 'base'"):
+        train(small_run(tmp_path / "a", preset="base", init=str(finished_run / FINAL)), progress=False)
+    with pytest.raises(UserError, match="--mask-context 2: the --init checkpoint"):
+        train(small_run(tmp_path / "b", mask_context=2, init=str(finished_run / FINAL)), progress=False)
+    with pytest.raises(UserError, match="no such checkpoint"):
+        train(small_run(tmp_path / "c", init=str(tmp_path / "missing.pt")), progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_runs_saved_before_a_setting_existed_still_resume(tmp_path: Path) -> None:
+    with one_torch_thread():
+        train(small_run(tmp_path, steps=1, ckpt_every=1), progress=False)
+        state = torch.load(tmp_path / LAST, weights_only=True)
+        del state["train"]["gates"]["predicted"]
+        del state["train"]["init"]
+        torch.save(state, tmp_path / LAST)
+        assert train(small_run(tmp_path, steps=2, ckpt_every=1), resume=True, progress=False).step == 2
