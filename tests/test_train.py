@@ -416,9 +416,8 @@ def test_resume_with_other_data_settings_is_a_user_error(finished_run: Path, cha
 
 
 def test_resume_may_train_longer_and_report_at_another_pace(tmp_path: Path) -> None:
-    with one_torch_thread():
-        train(small_run(tmp_path, steps=1, ckpt_every=1), progress=False)
-        result = train(small_run(tmp_path, steps=2, ckpt_every=2, val_every=500), resume=True, progress=False)
+    train(small_run(tmp_path, steps=1, ckpt_every=1), progress=False)
+    result = train(small_run(tmp_path, steps=2, ckpt_every=2, val_every=500), resume=True, progress=False)
     assert result.step == 2
     assert "scaler" in torch.load(tmp_path / LAST, weights_only=True)
 
@@ -487,10 +486,9 @@ def test_init_keeps_the_checkpoint_network(finished_run: Path, tmp_path: Path) -
 
 
 def test_runs_saved_before_a_setting_existed_still_resume(tmp_path: Path) -> None:
-    with one_torch_thread():
-        train(small_run(tmp_path, steps=1, ckpt_every=1), progress=False)
-        state = torch.load(tmp_path / LAST, weights_only=True)
-        del state["train"]["gates"]["predicted"]
-        del state["train"]["init"]
-        torch.save(state, tmp_path / LAST)
-        assert train(small_run(tmp_path, steps=2, ckpt_every=1), resume=True, progress=False).step == 2
+    train(small_run(tmp_path, steps=1, ckpt_every=1), progress=False)
+    state = torch.load(tmp_path / LAST, weights_only=True)
+    del state["train"]["gates"]["predicted"]
+    del state["train"]["init"]
+    torch.save(state, tmp_path / LAST)
+    assert train(small_run(tmp_path, steps=2, ckpt_every=1), resume=True, progress=False).step == 2
