@@ -312,18 +312,35 @@ class _Run:
         return self.out / LAST
 
 
+def _starting_network(config: TrainConfig, resumed: Path | None) -> tuple[M2AEConfig, dict[str, torch.Tensor] | None]:
+    """The network a run trains and the weights it starts from (None: drawn from the seed).
+
+    A resumed run takes its network from its own ``last.pt`` (whose weights ``_resume``
+    loads), so a fine-tune still resumes after its ``--init`` file has moved.
+    """
+    if resumed is not None and resumed.is_file():
+        saved = read_checkpoint(resumed).get("config")
+        try:
+            return M2AEConfig.from_dict(saved), None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"--resume: {resumed} is not a resumable training checkpoint ({exc})") from None
+    if config.init:
+        initial = load_checkpoint(config.init, expect_preset=config.preset)
+        return model_config_of(config, initial.config), initial.model.state_dict()
+    return model_config_of(config), None
+
+
 def _open_run(config: TrainConfig, resume: bool) -> _Run:
     """Check the settings, prepare ``config.out`` and build (or resume) the model."""
-    initial = load_checkpoint(config.init, expect_preset=config.preset) if config.init else None
-    model_config = model_config_of(config, initial.config if initial else None)
+    out = check_output_dir(config.out, "--out")
+    model_config, initial_weights = _starting_network(config, out / LAST if resume else None)
     _check_crop(config, model_config)
     _check_step_fits(config, model_config)
-    out = check_output_dir(config.out, "--out")
     remove_stale_temps(out)
     out.mkdir(parents=True, exist_ok=True)
     ddp = _setup_distributed()
     device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
-    trainee = _new_trainee(config, model_config, device, initial.model.state_dict() if initial else None)
+    trainee = _new_trainee(config, model_config, device, initial_weights)
     start = 0
     if resume:
         start = _resume(config, trainee, out / LAST)

@@ -475,6 +475,15 @@ def test_init_fine_tunes_from_a_checkpoint(finished_run: Path, tmp_path: Path) -
     assert not torch.allclose(fresh.model.stem.weight, start.model.stem.weight)
 
 
+def test_a_fine_tune_resumes_after_its_init_file_moved(finished_run: Path, tmp_path: Path) -> None:
+    init = tmp_path / "start.pt"
+    shutil.copy(finished_run / FINAL, init)
+    run = tmp_path / "tuned"
+    train(small_run(run, steps=1, ckpt_every=1, init=str(init)), progress=False)
+    init.unlink()
+    assert train(small_run(run, steps=2, ckpt_every=1, init=str(init)), resume=True, progress=False).step == 2
+
+
 def test_init_keeps_the_checkpoint_network(finished_run: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="preset 'tiny', not 'base'"):
         train(small_run(tmp_path / "a", preset="base", init=str(finished_run / FINAL)), progress=False)
