@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 from m2ae.errors import UserError
+from m2ae.model.config import MASK_STEMS
 
 #: defaults of LossWeights.reblur, GateAugment.probability and .predicted, kept here so that the
 #: parser imports no torch (a test holds them equal)
@@ -52,6 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="levels of the mask head's coarse context branch (default: the preset's, 0 = the "
                        "plain head; 2 sees about 100 pixels around each pixel and makes the network's "
                        "multiple 16)")
+    train.add_argument("--mask-stem", choices=MASK_STEMS,
+                       help="first layers of the mask head (default: the preset's): 'unshuffle' (a 3x3 conv over "
+                       "the pixel-unshuffled 1/4-resolution view) or 'conv' (a full-resolution 3x3 conv, then two "
+                       "stride-2 convs: finer blur cues, about 4x the head's MACs)")
+    train.add_argument("--still-objects", type=int, default=0, metavar="N",
+                       help="synthetic data: up to N still (sharp) objects per sample besides the moving ones, so "
+                       "the mask head learns to find blur, not pasted shapes (default: 0)")
+    train.add_argument("--recolour", action="store_true",
+                       help="synthetic data: a random colour transform of every background (most bundled "
+                       "pictures are grey, so without it colour alone marks the moving objects)")
     train.add_argument("--reblur-weight", type=float, default=DEFAULT_REBLUR_WEIGHT, metavar="W",
                        help=f"weight of the reblur loss that trains the motion analyser's trajectory "
                        f"(default: {DEFAULT_REBLUR_WEIGHT}; 0 for the ablation without it)")
@@ -89,7 +100,8 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         preset=args.preset, data=args.data, steps=args.steps, out=args.out, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
-        mask_context=args.mask_context,
+        mask_context=args.mask_context, mask_stem=args.mask_stem, still_objects=args.still_objects,
+        recolour=args.recolour,
         loss=dataclasses.replace(LossWeights(), reblur=args.reblur_weight),
         gates=dataclasses.replace(GateAugment(), probability=args.sharp_gates, predicted=args.predicted_gates),
         init=args.init,

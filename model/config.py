@@ -8,6 +8,9 @@ from typing import Any
 
 from m2ae.errors import UserError
 
+#: the mask head's first layers (``M2AEConfig.mask_stem``; built by ``m2ae.model.heads.BlurMaskHead``)
+MASK_STEMS: tuple[str, ...] = ("unshuffle", "conv")
+
 #: Bytes a training step takes per input pixel and unit of ``train_step_bytes``: measured
 #: 76 (tiny) and 70 (base) on the CPU; set a little low, so only steps that cannot fit are refused.
 TRAIN_BYTES_PER_UNIT = 64
@@ -43,6 +46,10 @@ class M2AEConfig:
     #: levels of the mask head's coarse context branch (each halves its 1/4-resolution
     #: map); 0 is the plain head, which sees about 20 pixels around each pixel
     mask_context: int = 0
+    #: the mask head's first layers: "unshuffle" (a 3x3 conv over the pixel-unshuffled
+    #: stride-4 view, the first shipped head) or "conv" (a full-resolution 3x3 conv, then
+    #: two stride-2 convs: blur is measured before it is downsampled)
+    mask_stem: str = "unshuffle"
     #: largest trajectory offset, in full-resolution pixels
     max_displacement: float = 16.0
     #: inference mask: p_blur > threshold, then dilated by this many pixels
@@ -67,6 +74,8 @@ class M2AEConfig:
                 raise ValueError(f"{name} needs {count} entries, got {blocks!r}")
             for block_count in blocks:
                 _require_int(name, block_count, 0)
+        if self.mask_stem not in MASK_STEMS:
+            raise ValueError(f"mask_stem must be one of {', '.join(MASK_STEMS)}, got {self.mask_stem!r}")
         if not _is_real(self.max_displacement) or not 0.0 < self.max_displacement < math.inf:
             raise ValueError(f"max_displacement must be a positive number of pixels, got {self.max_displacement!r}")
         if not _is_real(self.threshold) or not 0.0 < self.threshold < 1.0:

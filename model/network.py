@@ -40,7 +40,7 @@ class M2AENet(nn.Module):
         widths = config.widths()
         cg = config.motion_channels
         rep = config.rep_branches
-        self.mask_head = BlurMaskHead(config.in_channels, config.mask_channels, config.mask_context)
+        self.mask_head = BlurMaskHead(config.in_channels, config.mask_channels, config.mask_context, config.mask_stem)
         self.motion = MotionAnalyser(config.in_channels, cg, config.motion_points, config.max_displacement)
         self.stem = nn.Conv2d(config.in_channels, widths[0], 3, padding=1)
         self.encoder = nn.ModuleList(

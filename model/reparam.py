@@ -124,10 +124,11 @@ def deploy_form(model: M2AENet) -> M2AENet:
     (the exporter) can hand the result on to ``DenseGraph`` or ``PrunedM2AE``, which
     deploy what they get.
     """
-    if isinstance(model.mask_head.stem, StridedHeadStem):
+    if isinstance(model.motion.stem, StridedHeadStem):
         return model
     deployed = fold_branches(model)
-    deployed.mask_head.stem = StridedHeadStem(deployed.mask_head.stem)
+    if isinstance(deployed.mask_head.stem, HeadStem):
+        deployed.mask_head.stem = StridedHeadStem(deployed.mask_head.stem)
     deployed.motion.stem = StridedHeadStem(deployed.motion.stem)
     deployed.downs = nn.ModuleList(StridedDownsample(d) for d in deployed.downs)
     deployed.ups = nn.ModuleList(TransposedUpsample(u) for u in deployed.ups)

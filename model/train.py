@@ -61,6 +61,12 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     #: the mask head's context levels (``M2AEConfig.mask_context``); None keeps the preset's
     mask_context: int | None = None
+    #: the mask head's stem (``M2AEConfig.mask_stem``); None keeps the preset's
+    mask_stem: str | None = None
+    #: synthetic data: up to this many still (sharp) objects per sample, besides the moving ones
+    still_objects: int = 0
+    #: synthetic data: a random colour transform of every background
+    recolour: bool = False
     #: extra sharp regions in teacher-forced gates (see ``m2ae.model.gates``)
     gates: GateAugment = field(default_factory=GateAugment)
     #: checkpoint (path or shipped name) whose network and weights the run starts from,
@@ -79,6 +85,11 @@ class TrainConfig:
         # numpy's SeedSequence takes non-negative seeds, torch.manual_seed fewer than 2**64.
         if not 0.0 <= self.loss.reblur < math.inf:
             raise UserError(f"--reblur-weight must be 0 or more, got {self.loss.reblur}")
+        if self.still_objects < 0:
+            raise UserError(f"--still-objects must be 0 or more, got {self.still_objects}")
+        for flag, value in (("--still-objects", self.still_objects), ("--recolour", self.recolour)):
+            if value and self.data != "synthetic":
+                raise UserError(f"{flag} applies to --data synthetic only")
         if not 0 <= self.seed < 2**64:
             raise UserError(f"--seed must be 0 or more and below 2**64, got {self.seed}")
 
@@ -86,15 +97,18 @@ class TrainConfig:
 def model_config_of(config: TrainConfig, init: M2AEConfig | None = None) -> M2AEConfig:
     """The network a run trains: its preset, or the ``--init`` checkpoint's network, with the run's overrides."""
     model_config = get_preset(config.preset) if init is None else init
-    if config.mask_context is None or config.mask_context == model_config.mask_context:
-        return model_config
-    if init is not None:
-        raise UserError(f"--mask-context {config.mask_context}: the --init checkpoint's mask head has "
-                        f"{model_config.mask_context} context levels; a fine-tune keeps its network")
+    overrides = {name: value for name, value in (("mask_context", config.mask_context), ("mask_stem", config.mask_stem))
+                 if value is not None and value != getattr(model_config, name)}
+    for name, value in overrides.items():
+        flag = f"--{name.replace('_', '-')} {value}"
+        if init is not None:
+            raise UserError(f"{flag}: the --init checkpoint's mask head has {name.replace('_', ' ')} "
+                            f"{getattr(model_config, name)}; a fine-tune keeps its network")
     try:
-        return dataclasses.replace(model_config, mask_context=config.mask_context)
+        return dataclasses.replace(model_config, **overrides)
     except ValueError as exc:
-        raise UserError(f"--mask-context {config.mask_context}: {exc}") from None
+        flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in overrides.items())
+        raise UserError(f"{flags}: {exc}") from None
 
 
 class BatchSource(Protocol):
@@ -130,7 +144,8 @@ def make_source(config: TrainConfig) -> BatchSource:
     from m2ae.model.data.sources import FolderSource, SyntheticSource
 
     if config.data == "synthetic":
-        return SyntheticSource(config.crop, config.batch_size, config.seed, config.val_images, config.synthetic_motion)
+        return SyntheticSource(config.crop, config.batch_size, config.seed, config.val_images, config.synthetic_motion,
+                               config.still_objects, config.recolour)
     return FolderSource(Path(config.data), config.crop, config.batch_size, config.seed, config.val_images)
 
 

@@ -363,11 +363,44 @@ def test_heldout_set_is_fixed_and_heldout():
     "overrides, option",
     [({"num_steps": 1}, "num_steps"), ({"max_displacement": 0.5}, "max_displacement"),
      ({"split": "test"}, "split"), ({"size": 4}, "size"), ({"max_objects": 0}, "max_objects"),
-     ({"generator": "other"}, "generator")],
+     ({"generator": "other"}, "generator"), ({"still_objects": -1}, "still_objects")],
 )
 def test_bad_config_names_option(overrides, option):
     with pytest.raises(UserError, match=option):
         SyntheticConfig(**overrides)
+
+
+def test_still_objects_are_sharp_distractors_that_leave_the_moving_scene_alone():
+    still = dataclasses.replace(SMALL, still_objects=3)
+    pasted = 0
+    for seed in range(6):
+        plain, s = make_sample(SMALL, seed), make_sample(still, seed)
+        # Same moving objects on the same paths; the pair's invariants hold.
+        np.testing.assert_array_equal(s.trajectory, plain.trajectory)
+        np.testing.assert_array_equal(s.mask[0].astype(bool), np.any(s.blurred != s.sharp, axis=0))
+        np.testing.assert_array_equal(np.round(s.sharp * 255) / 255, s.sharp)
+        # Still objects are sharp: where they changed the scene, away from anything that
+        # moves, both frames show them alike.
+        reach = np.abs(s.trajectory).max(axis=0) > 0
+        changed = np.any(s.sharp != plain.sharp, axis=0) & ~reach & ~plain.mask[0].astype(bool)
+        assert not s.mask[0][changed].any()
+        pasted += int(changed.any())
+    assert pasted >= 2
+
+
+def test_recolour_tints_grey_backgrounds_and_keeps_the_pair_exact():
+    recoloured = dataclasses.replace(SMALL, recolour=True)
+    for seed in range(4):
+        plain, s = make_sample(SMALL, seed), make_sample(recoloured, seed)
+        np.testing.assert_array_equal(s.trajectory, plain.trajectory)
+        np.testing.assert_array_equal(s.mask[0].astype(bool), np.any(s.blurred != s.sharp, axis=0))
+        np.testing.assert_array_equal(np.round(s.blurred * 255) / 255, s.blurred)
+        assert not np.array_equal(s.sharp, plain.sharp)
+    # Seed 0's background is gravel, a grey picture: its still pixels are grey no more.
+    plain, s = make_sample(SMALL, 0), make_sample(recoloured, 0)
+    still = ~plain.mask[0].astype(bool) & (np.abs(plain.trajectory).max(axis=0) == 0)
+    assert np.ptp(plain.sharp[:, still], axis=0).max() == 0.0
+    assert np.ptp(s.sharp[:, still], axis=0).mean() > 0.05
 
 
 # ---------------------------------------------------------------- the shifted generator

@@ -24,9 +24,10 @@ from m2ae.model.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint, s
 from m2ae.model.config import get_preset
 from m2ae.model.evaluate import STRIP_GAP
 from m2ae.model.gates import GateAugment, random_boxes, training_gate, with_prediction
+from m2ae.model.heads import ConvHeadStem
 from m2ae.model.losses import LossWeights
 from m2ae.model.network import GATE_ONES, M2AENet
-from m2ae.model.train import FINAL, LAST, TrainConfig, learning_rate, teacher_forcing_probability, train
+from m2ae.model.train import FINAL, LAST, TrainConfig, learning_rate, make_source, teacher_forcing_probability, train
 
 
 @pytest.fixture(autouse=True)
@@ -457,6 +458,21 @@ def test_mask_context_trains_the_context_head(tmp_path: Path) -> None:
         train(small_run(tmp_path / "bad", mask_context=-1), progress=False)
 
 
+def test_mask_stem_and_still_objects_reach_the_network_and_the_data(tmp_path: Path) -> None:
+    train(small_run(tmp_path, steps=1, ckpt_every=1, mask_stem="conv", still_objects=2), progress=False)
+    loaded = load_checkpoint(tmp_path / FINAL, expect_preset="tiny")
+    assert loaded.config.mask_stem == "conv"
+    assert isinstance(loaded.model.mask_head.stem, ConvHeadStem)
+    source = make_source(small_run(tmp_path, still_objects=2, recolour=True))
+    assert source.config.still_objects == 2 and source.config.recolour
+    with pytest.raises(UserError, match="--still-objects must be 0 or more"):
+        small_run(tmp_path / "bad", still_objects=-1)
+    with pytest.raises(UserError, match="--still-objects applies to --data synthetic"):
+        small_run(tmp_path / "bad", data=str(tmp_path), still_objects=1)
+    with pytest.raises(UserError, match="--recolour applies to --data synthetic"):
+        small_run(tmp_path / "bad", data=str(tmp_path), recolour=True)
+
+
 # ------------------------------------------------------------------ fine-tune
 
 
@@ -489,6 +505,8 @@ def test_init_keeps_the_checkpoint_network(finished_run: Path, tmp_path: Path) -
         train(small_run(tmp_path / "a", preset="base", init=str(finished_run / FINAL)), progress=False)
     with pytest.raises(UserError, match="--mask-context 2: the --init checkpoint"):
         train(small_run(tmp_path / "b", mask_context=2, init=str(finished_run / FINAL)), progress=False)
+    with pytest.raises(UserError, match="--mask-stem conv: the --init checkpoint's mask head has mask stem unshuffle"):
+        train(small_run(tmp_path / "b", mask_stem="conv", init=str(finished_run / FINAL)), progress=False)
     with pytest.raises(UserError, match="no such checkpoint"):
         train(small_run(tmp_path / "c", init=str(tmp_path / "missing.pt")), progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -38,8 +38,10 @@ def derived_mask(blurred: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
 
 
 class SyntheticSource:
-    def __init__(self, crop: int, batch_size: int, seed: int, val_images: int, motion: float = 16.0) -> None:
-        self.config = SyntheticConfig(size=crop, split="train", max_displacement=motion)
+    def __init__(self, crop: int, batch_size: int, seed: int, val_images: int, motion: float = 16.0,
+                 still_objects: int = 0, recolour: bool = False) -> None:
+        self.config = SyntheticConfig(size=crop, split="train", max_displacement=motion, still_objects=still_objects,
+                                      recolour=recolour)
         self.batch_size = batch_size
         self.seed = seed
         self.val_images = val_images

@@ -98,6 +98,14 @@ class SyntheticConfig:
     zoom_range: tuple[float, float] = (0.6, 1.5)
     #: "standard" (training) or "shifted" (a differently made evaluation set)
     generator: str = "standard"
+    #: up to this many still objects (drawn like the moving ones, but sharp) pasted into the
+    #: scene behind them: without them every pasted shape moves, and a mask head learns
+    #: "shape" instead of "blur" (it then marks a cat's eyes). 0 keeps every sample as it was.
+    still_objects: int = 0
+    #: give the background a random colour transform (a random 3x3 colour matrix and
+    #: offset): 8 of the 14 training pictures are grey, so without it "colourful" means
+    #: "a moving object" to a mask head. False keeps every sample as it was.
+    recolour: bool = False
 
     def __post_init__(self) -> None:
         height, width = self.hw
@@ -119,6 +127,8 @@ class SyntheticConfig:
         low, high = self.zoom_range
         if not 0.0 < low <= high:
             raise UserError(f"synthetic zoom_range: expected 0 < low <= high, got {self.zoom_range}")
+        if self.still_objects < 0:
+            raise UserError(f"synthetic still_objects: expected >= 0, got {self.still_objects}")
         if self.generator not in GENERATORS:
             raise UserError(f"synthetic generator: expected one of {list(GENERATORS)}, got {self.generator!r}")
 
@@ -185,6 +195,15 @@ def _random_crop(rng: np.random.Generator, name: str, height: int, width: int,
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     return crop.astype(np.float32) / 255.0
+
+
+def _recolour(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """``image`` [h, w, 3] through a random colour matrix (per-channel gains of 0.5-1.2 plus
+    cross-talk) and offset, clipped and back on 8-bit levels: a grey picture becomes a
+    ramp between two random colours."""
+    matrix = np.diag(rng.uniform(0.5, 1.2, 3)) + rng.normal(0.0, 0.25, (3, 3))
+    offset = rng.uniform(-0.1, 0.2, 3)
+    return _quantise(image @ matrix.astype(np.float32).T + offset.astype(np.float32))
 
 
 def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -490,6 +509,14 @@ def _attempt(config: SyntheticConfig, seed: int, attempt: int) -> Sample:
     margin = math.ceil(config.displacement_range[1]) + 2
     count = int(rng.integers(1, config.max_objects + 1))
     objects = [_make_object(rng, config, sources, margin) for _ in range(count)]
+    # Both are drawn after the moving objects, so they leave the rest of the sample as it was.
+    if config.recolour:
+        background = _recolour(rng, background)
+    if config.still_objects:
+        still = [_make_object(rng, config, sources, margin) for _ in range(int(rng.integers(0, config.still_objects + 1)))]
+        if still:
+            whole = (0, 0, height, width)
+            background = _quantise(_composite(background, still, whole, [np.zeros(2) for _ in still], None))
     blurred, sharp, trajectory = _render(background, objects, config.num_steps)
     mask = np.any(blurred != sharp, axis=2)
     return Sample(
