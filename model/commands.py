@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--init", metavar="CKPT",
                        help="fine-tune: start from this checkpoint's network and weights (a file, or 'tiny' "
                        "for the shipped one) with a fresh optimiser; --preset must match it")
+    train.add_argument("--only-mask-head", action="store_true",
+                       help="train the mask head alone (loss: the mask BCE; the rest of the network is frozen and "
+                       "not run, so a step costs a fraction of a full one); with --init, --mask-stem and "
+                       "--mask-context may replace the checkpoint's head, which then starts afresh")
     train.add_argument("--mask-context", type=int, metavar="N",
                        help="levels of the mask head's coarse context branch (default: the preset's, 0 = the "
                        "plain head; 2 sees about 100 pixels around each pixel and makes the network's "
@@ -101,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, data=args.data, steps=args.steps, out=args.out, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
         mask_context=args.mask_context, mask_stem=args.mask_stem, still_objects=args.still_objects,
-        recolour=args.recolour,
+        recolour=args.recolour, only_mask_head=args.only_mask_head,
         loss=dataclasses.replace(LossWeights(), reblur=args.reblur_weight),
         gates=dataclasses.replace(GateAugment(), probability=args.sharp_gates, predicted=args.predicted_gates),
         init=args.init,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from m2ae.model.config import M2AEConfig
-from m2ae.model.heads import BlurMaskHead, MotionAnalyser, guide_at_scale, hard_mask
+from m2ae.model.heads import MotionAnalyser, guide_at_scale, hard_mask, mask_head
 from m2ae.model.layers import Downsample, MaskedResBlock, RepConv3x3, Upsample
 
 GATE_PREDICTED = "pred"
@@ -40,7 +40,7 @@ class M2AENet(nn.Module):
         widths = config.widths()
         cg = config.motion_channels
         rep = config.rep_branches
-        self.mask_head = BlurMaskHead(config.in_channels, config.mask_channels, config.mask_context, config.mask_stem)
+        self.mask_head = mask_head(config.in_channels, config.mask_channels, config.mask_context, config.mask_stem)
         self.motion = MotionAnalyser(config.in_channels, cg, config.motion_points, config.max_displacement)
         self.stem = nn.Conv2d(config.in_channels, widths[0], 3, padding=1)
         self.encoder = nn.ModuleList(

@@ -85,25 +85,27 @@ def _head_stem(detail_box: int = 3) -> Footprint:
     return Footprint().conv(detail_box).downsample(HEAD_STRIDE).conv(3)
 
 
-def _conv_head_stem(detail_box: int) -> Footprint:
-    """``ConvHeadStem``: detail layers, a 3x3 conv, then two stride-2 3x3 convs (each
-    bounded as a 3x3 conv then a 2x block)."""
-    return Footprint().conv(detail_box).conv(3).conv(3).downsample(2).conv(3).downsample(2)
-
-
 def mask_logits_footprint(config: M2AEConfig) -> Footprint:
-    """``BlurMaskHead``: stem, convs at stride 4 (and the context branch: a stride-2 conv,
-    bounded as a 3x3 conv then a 2x block, and a 3x3 conv per level, bilinear back up),
-    1x1 conv, bilinear back to full resolution."""
-    detail_box = 3 if config.mask_context == 0 else max(size for size, _ in MULTISCALE_DETAIL)
-    stem = _head_stem(detail_box) if config.mask_stem == "unshuffle" else _conv_head_stem(detail_box)
+    """The mask head's logits. ``BlurMaskHead``: stem, convs at stride 4 (and the context
+    branch: a stride-2 conv, bounded as a 3x3 conv then a 2x block, and a 3x3 conv per
+    level, bilinear back up), 1x1 conv, bilinear back to full resolution.
+    ``ConvMaskHead``: a 3x3 conv on the detail layers, two stride-2 convs, two 3x3 convs,
+    then the same context branch and the 1x1 convs."""
+    if config.mask_stem == "conv":
+        stem = Footprint().conv(3).conv(3).conv(3).downsample(2).conv(3).downsample(2).conv(3).conv(3)
+        body = stem
+    elif config.mask_context == 0:
+        return _head_stem().conv(3).conv(1).bilinear(HEAD_STRIDE)
+    else:
+        stem = _head_stem(max(size for size, _ in MULTISCALE_DETAIL))
+        body = stem.conv(3).conv(3)
     if config.mask_context == 0:
-        return stem.conv(3).conv(1).bilinear(HEAD_STRIDE)
+        return body.conv(1).bilinear(HEAD_STRIDE)
     coarse = stem
     for _ in range(config.mask_context):
         coarse = coarse.conv(3).downsample(2).conv(3)
     coarse = coarse.bilinear(2**config.mask_context)
-    return stem.conv(3).conv(3).union(coarse).conv(1).bilinear(HEAD_STRIDE)
+    return body.union(coarse).conv(1).bilinear(HEAD_STRIDE)
 
 
 def mask_footprint(config: M2AEConfig) -> Footprint:

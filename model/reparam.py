@@ -127,7 +127,7 @@ def deploy_form(model: M2AENet) -> M2AENet:
     if isinstance(model.motion.stem, StridedHeadStem):
         return model
     deployed = fold_branches(model)
-    if isinstance(deployed.mask_head.stem, HeadStem):
+    if isinstance(deployed.mask_head.stem, HeadStem):  # the conv head has no unshuffle to rewrite
         deployed.mask_head.stem = StridedHeadStem(deployed.mask_head.stem)
     deployed.motion.stem = StridedHeadStem(deployed.motion.stem)
     deployed.downs = nn.ModuleList(StridedDownsample(d) for d in deployed.downs)

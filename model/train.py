@@ -31,7 +31,7 @@ from m2ae.model.config import M2AEConfig, get_preset
 from m2ae.model.evaluate import EvalResult, calibrate_threshold, evaluate, validation_strip
 from m2ae.model.gates import GateAugment, training_gate, with_prediction
 from m2ae.model.heads import hard_mask
-from m2ae.model.losses import LossTerms, LossWeights, MaskScores, m2ae_loss, mask_scores, masked_psnr_gain
+from m2ae.model.losses import LossTerms, LossWeights, MaskScores, m2ae_loss, mask_bce, mask_scores, masked_psnr_gain
 from m2ae.model.network import M2AENet
 
 LAST = "last.pt"
@@ -67,6 +67,9 @@ class TrainConfig:
     still_objects: int = 0
     #: synthetic data: a random colour transform of every background
     recolour: bool = False
+    #: train the mask head alone (loss: the mask BCE; the rest is frozen and not run). With
+    #: ``init``, the head may change (``mask_stem``, ``mask_context``) and then starts afresh
+    only_mask_head: bool = False
     #: extra sharp regions in teacher-forced gates (see ``m2ae.model.gates``)
     gates: GateAugment = field(default_factory=GateAugment)
     #: checkpoint (path or shipped name) whose network and weights the run starts from,
@@ -101,9 +104,10 @@ def model_config_of(config: TrainConfig, init: M2AEConfig | None = None) -> M2AE
                  if value is not None and value != getattr(model_config, name)}
     for name, value in overrides.items():
         flag = f"--{name.replace('_', '-')} {value}"
-        if init is not None:
+        if init is not None and not config.only_mask_head:
             raise UserError(f"{flag}: the --init checkpoint's mask head has {name.replace('_', ' ')} "
-                            f"{getattr(model_config, name)}; a fine-tune keeps its network")
+                            f"{getattr(model_config, name)}; a fine-tune keeps its network "
+                            "(but for --only-mask-head, which may replace the head)")
     try:
         return dataclasses.replace(model_config, **overrides)
     except ValueError as exc:
@@ -267,13 +271,17 @@ class _Trainee:
 
 def _new_trainee(config: TrainConfig, model_config: M2AEConfig, device: torch.device,
                  weights: dict[str, torch.Tensor] | None = None) -> _Trainee:
-    """A network (initial weights drawn from the run's seed alone, or ``weights``), fresh optimiser and scaler."""
+    """A network (initial weights drawn from the run's seed alone, or ``weights``, which may
+    leave out the mask head), fresh optimiser and scaler. ``--only-mask-head`` optimises the head alone."""
     torch.manual_seed(config.seed)
     model = M2AENet(model_config)
     if weights is not None:
-        model.load_state_dict(weights)
+        missing = model.load_state_dict(weights, strict=False).missing_keys
+        if any(not name.startswith(HEAD_PREFIX) for name in missing) or set(weights) - set(model.state_dict()):
+            model.load_state_dict(weights)  # raises, naming what does not fit
     model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    trained = model.mask_head if config.only_mask_head else model
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     return _Trainee(model, optimizer, scaler)
 
@@ -312,7 +320,8 @@ class _Run:
     ddp: _Distributed
     device: torch.device
     trainee: _Trainee
-    #: the model, or its DistributedDataParallel wrapper on several ranks
+    #: what a step runs: the model (or with --only-mask-head its mask head), or its
+    #: DistributedDataParallel wrapper on several ranks
     net: torch.nn.Module
     source: BatchSource
     #: the step the run starts from: 0, or the resumed checkpoint's
@@ -341,8 +350,21 @@ def _starting_network(config: TrainConfig, resumed: Path | None) -> tuple[M2AECo
             raise UserError(f"--resume: {resumed} is not a resumable training checkpoint ({exc})") from None
     if config.init:
         initial = load_checkpoint(config.init, expect_preset=config.preset)
-        return model_config_of(config, initial.config), initial.model.state_dict()
+        model_config = model_config_of(config, initial.config)
+        weights = initial.model.state_dict()
+        if _head_of(model_config) != _head_of(initial.config):
+            weights = {name: value for name, value in weights.items() if not name.startswith(HEAD_PREFIX)}
+        return model_config, weights
     return model_config_of(config), None
+
+
+#: state-dict keys of the mask head
+HEAD_PREFIX = "mask_head."
+
+
+def _head_of(config: M2AEConfig) -> tuple[object, ...]:
+    """What decides the mask head's weights' shapes."""
+    return config.in_channels, config.mask_channels, config.mask_context, config.mask_stem
 
 
 def _open_run(config: TrainConfig, resume: bool) -> _Run:
@@ -361,7 +383,8 @@ def _open_run(config: TrainConfig, resume: bool) -> _Run:
         start = _resume(config, trainee, out / LAST)
     elif (out / LAST).exists():
         raise UserError(f"{out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
-    net = torch.nn.parallel.DistributedDataParallel(trainee.model) if ddp.world > 1 else trainee.model
+    trained = trainee.model.mask_head if config.only_mask_head else trainee.model
+    net = torch.nn.parallel.DistributedDataParallel(trained) if ddp.world > 1 else trained
     return _Run(config, model_config, out, ddp, device, trainee, net, make_source(config), start)
 
 
@@ -372,23 +395,49 @@ class _StepReport:
     loss: float
     terms: LossTerms
     scores: MaskScores
-    #: PSNR gain over the blurred input inside the annotated mask, in dB
-    gain: float
+    #: PSNR gain over the blurred input inside the annotated mask, in dB (None: the head trains alone)
+    gain: float | None
     ground_truth_gate: bool
 
     def summary(self) -> str:
         terms, scores = self.terms, self.scores
+        if self.gain is None:
+            return (f"mask loss {terms.mask.item():.4f} IoU/P/R {scores.iou:.2f}/{scores.precision:.2f}/"
+                    f"{scores.recall:.2f}")
         return (f"loss {self.loss:.4f} (l1 {terms.l1.item():.4f} reblur {terms.reblur.item():.4f} "
                 f"mask {terms.mask.item():.3f}) IoU/P/R {scores.iou:.2f}/{scores.precision:.2f}/"
                 f"{scores.recall:.2f} gain {self.gain:+.2f} dB gate {'gt' if self.ground_truth_gate else 'pred'}")
 
 
+def _optimise(run: _Run, step: int, loss: torch.Tensor) -> None:
+    optimizer, scaler = run.trainee.optimizer, run.trainee.scaler
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(run.config, step)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _head_step(run: _Run, step: int, batch: dict[str, torch.Tensor]) -> _StepReport:
+    """``--only-mask-head``: the mask BCE on the head's logits; nothing else runs."""
+    with _autocast(run.device):
+        logits = run.net(batch["blurred"])
+    loss = mask_bce(logits, batch["mask"], run.config.loss.mask_pos_weight)
+    _optimise(run, step, loss)
+    zero = torch.zeros(())
+    terms = LossTerms(loss.detach(), zero, zero, zero, loss.detach())
+    return _StepReport(loss.item(), terms, mask_scores(logits.argmax(1, keepdim=True), batch["mask"]), None, False)
+
+
 def _train_step(run: _Run, step: int) -> _StepReport:
     """One optimisation step; its data and noise depend on ``(seed, step, rank)`` alone."""
-    config, optimizer, scaler = run.config, run.trainee.optimizer, run.trainee.scaler
+    config = run.config
     run.model.train()
     torch.manual_seed(step_seed(config.seed, step, run.ddp.rank))
     batch = {k: v.to(run.device) for k, v in run.source.batch(step, run.ddp.rank, run.ddp.world).items()}
+    if config.only_mask_head:
+        return _head_step(run, step, batch)
     use_gt = torch.rand(()).item() < teacher_forcing_probability(config, step)
     gate: torch.Tensor | str = "pred"
     if use_gt:
@@ -397,15 +446,10 @@ def _train_step(run: _Run, step: int) -> _StepReport:
             training_gate(batch["mask"], config.gates),
             lambda: hard_mask(run.model.mask_head(batch["blurred"]), model_config.threshold, model_config.mask_dilation),
             config.gates)
-    for group in optimizer.param_groups:
-        group["lr"] = learning_rate(config, step)
     with _autocast(run.device):
         output = run.net(batch["blurred"], gate=gate, tau=config.gumbel_tau)
     terms = m2ae_loss(output, batch["blurred"], batch["sharp"], batch["mask"], config.loss)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(terms.total).backward()
-    scaler.step(optimizer)
-    scaler.update()
+    _optimise(run, step, terms.total)
     scores = mask_scores(output.mask_logits.argmax(1, keepdim=True), batch["mask"])
     gain = masked_psnr_gain(output.restored.detach(), batch["blurred"], batch["sharp"], batch["mask"])
     return _StepReport(terms.total.item(), terms, scores, gain, use_gt)

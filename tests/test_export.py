@@ -372,6 +372,40 @@ def test_fp32_parity_predicted_mask(exported: Exported, n: int, height: int, wid
         assert diff <= TOL, f"{name}: max abs {diff} vs torch dense"
 
 
+@pytest.mark.slow
+def test_conv_mask_head_exports_exactly(tmp_path: Path) -> None:
+    """The conv mask head (``mask_stem="conv"``, a context level) through every variant:
+    fp32 ONNX Runtime against torch, mask and restored image; fp16 keeps it float32."""
+    import dataclasses
+
+    from factories import one_torch_thread, perturbed_model
+
+    from m2ae.model.checkpoint import save_checkpoint
+    from m2ae.model.heads import ConvMaskHead
+
+    config = dataclasses.replace(SMALL_CONFIG, mask_stem="conv", mask_context=1)
+    model = perturbed_model(config, seed=3)
+    assert isinstance(model.mask_head, ConvMaskHead)
+    checkpoint = save_checkpoint(tmp_path / "conv.pt", {"config": config.to_dict(), "step": 1, "model": model.state_dict()})
+    with one_torch_thread():
+        export_models(ExportConfig(checkpoint=checkpoint, out=tmp_path / "onnx", precisions=("fp32", "fp16"),
+                                   progress=False))
+    image = images(2, 32, 48, seed=5)
+    with torch.no_grad():
+        ref_restored, ref_mask = (t.numpy() for t in DenseGraph(model)(torch.from_numpy(image), None))
+    assert 0.05 < ref_mask.mean() < 0.95, "the predicted mask should be partial for this test to mean much"
+    for variant in VARIANTS:
+        out = OnnxRuntimeEngine(tmp_path / "onnx" / model_filename(variant, "fp32", False), threads=1).infer(image)
+        np.testing.assert_array_equal(out.mask, ref_mask, err_msg=variant)
+        assert np.abs(out.restored - ref_restored).max() <= TOL, variant
+        fp16 = onnx.load(tmp_path / "onnx" / model_filename(variant, "fp16", False))
+        inits = _all_initializers(fp16)
+        head_convs = [n for n in _mask_head_nodes(fp16) if n.op_type == "Conv"]
+        assert len(head_convs) >= 7, variant
+        for node in head_convs:
+            assert all(inits[name].data_type == TensorProto.FLOAT for name in node.input[1:]), node.name
+
+
 def synthetic_images(count: int, size: int) -> np.ndarray:
     """Held-out synthetic blurred images: the distribution int8 calibration sees."""
     from m2ae.model.data.synthetic import SyntheticConfig, make_sample

@@ -24,7 +24,7 @@ from m2ae.model.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint, s
 from m2ae.model.config import get_preset
 from m2ae.model.evaluate import STRIP_GAP
 from m2ae.model.gates import GateAugment, random_boxes, training_gate, with_prediction
-from m2ae.model.heads import ConvHeadStem
+from m2ae.model.heads import ConvMaskHead
 from m2ae.model.losses import LossWeights
 from m2ae.model.network import GATE_ONES, M2AENet
 from m2ae.model.train import FINAL, LAST, TrainConfig, learning_rate, make_source, teacher_forcing_probability, train
@@ -462,7 +462,7 @@ def test_mask_stem_and_still_objects_reach_the_network_and_the_data(tmp_path: Pa
     train(small_run(tmp_path, steps=1, ckpt_every=1, mask_stem="conv", still_objects=2), progress=False)
     loaded = load_checkpoint(tmp_path / FINAL, expect_preset="tiny")
     assert loaded.config.mask_stem == "conv"
-    assert isinstance(loaded.model.mask_head.stem, ConvHeadStem)
+    assert isinstance(loaded.model.mask_head, ConvMaskHead)
     source = make_source(small_run(tmp_path, still_objects=2, recolour=True))
     assert source.config.still_objects == 2 and source.config.recolour
     with pytest.raises(UserError, match="--still-objects must be 0 or more"):
@@ -489,6 +489,28 @@ def test_init_fine_tunes_from_a_checkpoint(finished_run: Path, tmp_path: Path) -
     train(small_run(tmp_path / "fresh", steps=1, ckpt_every=1, lr=1e-12, seed=5), progress=False)
     fresh = load_checkpoint(tmp_path / "fresh" / FINAL)
     assert not torch.allclose(fresh.model.stem.weight, start.model.stem.weight)
+
+
+def test_only_mask_head_trains_the_head_alone_and_may_replace_it(finished_run: Path, tmp_path: Path) -> None:
+    start = load_checkpoint(finished_run / FINAL)
+    train(small_run(tmp_path / "same", steps=2, ckpt_every=2, only_mask_head=True, init=str(finished_run / FINAL)),
+          progress=False)
+    same = load_checkpoint(tmp_path / "same" / FINAL)
+    before, after = start.model.state_dict(), same.model.state_dict()
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.startswith("mask_head.") for name in moved)
+    # A new head (another stem) on the checkpoint's body: the body's weights are kept.
+    train(small_run(tmp_path / "new", steps=2, ckpt_every=2, only_mask_head=True, mask_stem="conv", mask_context=1,
+                    init=str(finished_run / FINAL)), progress=False)
+    new = load_checkpoint(tmp_path / "new" / FINAL)
+    assert new.config.mask_stem == "conv" and new.config.mask_context == 1
+    assert isinstance(new.model.mask_head, ConvMaskHead)
+    for name, value in new.model.state_dict().items():
+        if not name.startswith("mask_head."):
+            assert torch.equal(value, before[name]), name
+    # The run resumes as a head-only run.
+    assert train(small_run(tmp_path / "new", steps=3, ckpt_every=1, only_mask_head=True, mask_stem="conv",
+                           mask_context=1, init=str(finished_run / FINAL)), resume=True, progress=False).step == 3
 
 
 def test_a_fine_tune_resumes_after_its_init_file_moved(finished_run: Path, tmp_path: Path) -> None:
