@@ -57,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="levels of the mask head's coarse context branch (default: the preset's, 0 = the "
                        "plain head; 2 sees about 100 pixels around each pixel and makes the network's "
                        "multiple 16)")
+    train.add_argument("--mask-channels", type=int, metavar="N",
+                       help="channels of the mask head (default: the preset's: 8 for tiny)")
     train.add_argument("--mask-stem", choices=MASK_STEMS,
                        help="first layers of the mask head (default: the preset's): 'unshuffle' (a 3x3 conv over "
                        "the pixel-unshuffled 1/4-resolution view) or 'conv' (a full-resolution 3x3 conv, then two "
@@ -70,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--reblur-weight", type=float, default=DEFAULT_REBLUR_WEIGHT, metavar="W",
                        help=f"weight of the reblur loss that trains the motion analyser's trajectory "
                        f"(default: {DEFAULT_REBLUR_WEIGHT}; 0 for the ablation without it)")
+    train.add_argument("--data-workers", type=int, default=1, metavar="N",
+                       help="processes that make the next batches while a step runs (default: 1; 0 makes them "
+                       "in the training process)")
     train.add_argument("--seed", type=int, default=0, help="seed of data, init and Gumbel noise (default: 0)")
     train.add_argument("--ckpt-every", type=int, default=100, help="steps between checkpoints (default: 100)")
     train.add_argument("--val-every", type=int, default=250, help="steps between validations (default: 250)")
@@ -104,8 +109,9 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         preset=args.preset, data=args.data, steps=args.steps, out=args.out, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
-        mask_context=args.mask_context, mask_stem=args.mask_stem, still_objects=args.still_objects,
+        mask_context=args.mask_context, mask_stem=args.mask_stem, mask_channels=args.mask_channels, still_objects=args.still_objects,
         recolour=args.recolour, only_mask_head=args.only_mask_head,
+        data_workers=args.data_workers,
         loss=dataclasses.replace(LossWeights(), reblur=args.reblur_weight),
         gates=dataclasses.replace(GateAugment(), probability=args.sharp_gates, predicted=args.predicted_gates),
         init=args.init,

@@ -501,16 +501,27 @@ def test_only_mask_head_trains_the_head_alone_and_may_replace_it(finished_run: P
     assert moved and all(name.startswith("mask_head.") for name in moved)
     # A new head (another stem) on the checkpoint's body: the body's weights are kept.
     train(small_run(tmp_path / "new", steps=2, ckpt_every=2, only_mask_head=True, mask_stem="conv", mask_context=1,
-                    init=str(finished_run / FINAL)), progress=False)
+                    mask_channels=12, init=str(finished_run / FINAL)), progress=False)
     new = load_checkpoint(tmp_path / "new" / FINAL)
-    assert new.config.mask_stem == "conv" and new.config.mask_context == 1
+    assert (new.config.mask_stem, new.config.mask_context, new.config.mask_channels) == ("conv", 1, 12)
     assert isinstance(new.model.mask_head, ConvMaskHead)
     for name, value in new.model.state_dict().items():
         if not name.startswith("mask_head."):
             assert torch.equal(value, before[name]), name
     # The run resumes as a head-only run.
     assert train(small_run(tmp_path / "new", steps=3, ckpt_every=1, only_mask_head=True, mask_stem="conv",
-                           mask_context=1, init=str(finished_run / FINAL)), resume=True, progress=False).step == 3
+                           mask_context=1, mask_channels=12, init=str(finished_run / FINAL)),
+                 resume=True, progress=False).step == 3
+    with pytest.raises(UserError, match="--mask-channels 0: mask_channels must be a positive integer"):
+        train(small_run(tmp_path / "bad", mask_channels=0), progress=False)
+
+
+def test_data_workers_make_the_same_batches(tmp_path: Path) -> None:
+    ahead, _ = run(small_run(tmp_path / "ahead", steps=3, data_workers=1))
+    inline, _ = run(small_run(tmp_path / "inline", steps=3, data_workers=0))
+    assert ahead == inline
+    with pytest.raises(UserError, match="--data-workers"):
+        small_run(tmp_path / "bad", data_workers=-1)
 
 
 def test_a_fine_tune_resumes_after_its_init_file_moved(finished_run: Path, tmp_path: Path) -> None:
