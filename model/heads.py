@@ -42,6 +42,16 @@ class HeadStem(nn.Module):
         return self.conv(F.pixel_unshuffle(head_features(x, self.detail), HEAD_STRIDE))
 
 
+def context_branch(in_channels: int, channels: int, levels: int) -> nn.Sequential:
+    """The mask heads' coarse branch: per level a stride-2 3x3 conv and a 3x3 conv, each activated."""
+    layers: list[nn.Module] = []
+    for _ in range(levels):
+        layers += [nn.Conv2d(in_channels, channels, 3, stride=2, padding=1), activation(),
+                   nn.Conv2d(channels, channels, 3, padding=1), activation()]
+        in_channels = channels
+    return nn.Sequential(*layers)
+
+
 class ConvMaskHead(nn.Module):
     """The conv mask head (``mask_stem="conv"``): learned filters at full resolution first.
 
@@ -71,13 +81,7 @@ class ConvMaskHead(nn.Module):
             nn.Conv2d(channels, channels, 3, padding=1),
             activation(),
         )
-        levels: list[nn.Module] = []
-        width = channels
-        for _ in range(context):
-            levels += [nn.Conv2d(width, coarse, 3, stride=2, padding=1), activation(),
-                       nn.Conv2d(coarse, coarse, 3, padding=1), activation()]
-            width = coarse
-        self.context = nn.Sequential(*levels)
+        self.context = context_branch(channels, coarse, context)
         self.context_proj = nn.Conv2d(coarse, channels, 1) if context else None
         self.logits = nn.Conv2d(channels, 2, 1)
         self.act = activation()
@@ -136,11 +140,7 @@ class BlurMaskHead(nn.Module):
             nn.Conv2d(channels, channels, 3, padding=1),
             activation(),
         )
-        levels: list[nn.Module] = []
-        for _ in range(context):
-            levels += [nn.Conv2d(channels, channels, 3, stride=2, padding=1), activation(),
-                       nn.Conv2d(channels, channels, 3, padding=1), activation()]
-        self.context = nn.Sequential(*levels)
+        self.context = context_branch(channels, channels, context)
         self.logits = nn.Conv2d(channels, 2, 1)
 
     @property
