@@ -69,6 +69,8 @@ class TrainConfig:
     still_objects: int = 0
     #: synthetic data: a random colour transform of every background
     recolour: bool = False
+    #: synthetic data: chance that a sample's still scene is out of focus
+    defocus: float = 0.0
     #: processes that make the next batches while a step runs (0: the training process makes them)
     data_workers: int = 1
     #: train the mask head alone (loss: the mask BCE; the rest is frozen and not run). With
@@ -96,7 +98,10 @@ class TrainConfig:
             raise UserError(f"--data-workers must be 0 or more, got {self.data_workers}")
         if self.still_objects < 0:
             raise UserError(f"--still-objects must be 0 or more, got {self.still_objects}")
-        for flag, value in (("--still-objects", self.still_objects), ("--recolour", self.recolour)):
+        if not 0.0 <= self.defocus <= 1.0:
+            raise UserError(f"--defocus must lie in [0, 1], got {self.defocus}")
+        for flag, value in (("--still-objects", self.still_objects), ("--recolour", self.recolour),
+                            ("--defocus", self.defocus)):
             if value and self.data != "synthetic":
                 raise UserError(f"{flag} applies to --data synthetic only")
         if not 0 <= self.seed < 2**64:
@@ -159,7 +164,7 @@ def make_source(config: TrainConfig) -> BatchSource:
 
     if config.data == "synthetic":
         return SyntheticSource(config.crop, config.batch_size, config.seed, config.val_images, config.synthetic_motion,
-                               config.still_objects, config.recolour)
+                               config.still_objects, config.recolour, config.defocus)
     return FolderSource(Path(config.data), config.crop, config.batch_size, config.seed, config.val_images)
 
 

@@ -363,7 +363,8 @@ def test_heldout_set_is_fixed_and_heldout():
     "overrides, option",
     [({"num_steps": 1}, "num_steps"), ({"max_displacement": 0.5}, "max_displacement"),
      ({"split": "test"}, "split"), ({"size": 4}, "size"), ({"max_objects": 0}, "max_objects"),
-     ({"generator": "other"}, "generator"), ({"still_objects": -1}, "still_objects")],
+     ({"generator": "other"}, "generator"), ({"still_objects": -1}, "still_objects"),
+     ({"defocus": 1.5}, "defocus"), ({"defocus": float("nan")}, "defocus")],
 )
 def test_bad_config_names_option(overrides, option):
     with pytest.raises(UserError, match=option):
@@ -401,6 +402,33 @@ def test_recolour_tints_grey_backgrounds_and_keeps_the_pair_exact():
     still = ~plain.mask[0].astype(bool) & (np.abs(plain.trajectory).max(axis=0) == 0)
     assert np.ptp(plain.sharp[:, still], axis=0).max() == 0.0
     assert np.ptp(s.sharp[:, still], axis=0).mean() > 0.05
+
+
+def test_defocus_softens_the_still_scene_and_keeps_the_pair_exact():
+    defocused = dataclasses.replace(SMALL, defocus=1.0)
+    softer = 0
+    for seed in range(4):
+        plain, s = make_sample(SMALL, seed), make_sample(defocused, seed)
+        np.testing.assert_array_equal(s.trajectory, plain.trajectory)
+        np.testing.assert_array_equal(s.mask[0].astype(bool), np.any(s.blurred != s.sharp, axis=0))
+        np.testing.assert_array_equal(np.round(s.sharp * 255) / 255, s.sharp)
+        # Away from every moving object the scene is the plain one, out of focus: less
+        # local contrast, the same mean.
+        still = ~(np.abs(plain.trajectory).max(axis=0) > 0) & ~plain.mask[0].astype(bool) & ~s.mask[0].astype(bool)
+        inner = np.zeros_like(still)
+        inner[8:-8, 8:-8] = True
+        still &= inner
+
+        def contrast(image: np.ndarray) -> float:
+            return float(np.abs(np.diff(image, axis=-1))[:, still[:, 1:] & still[:, :-1]].mean())
+
+        assert abs(float(s.sharp[:, still].mean() - plain.sharp[:, still].mean())) < 0.02
+        softer += int(contrast(s.sharp) < 0.9 * contrast(plain.sharp))
+    assert softer >= 3
+
+
+def test_defocus_zero_draws_nothing():
+    assert np.array_equal(make_sample(dataclasses.replace(SMALL, defocus=0.0), 3).blurred, make_sample(SMALL, 3).blurred)
 
 
 # ---------------------------------------------------------------- the shifted generator

@@ -39,9 +39,9 @@ def derived_mask(blurred: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
 
 class SyntheticSource:
     def __init__(self, crop: int, batch_size: int, seed: int, val_images: int, motion: float = 16.0,
-                 still_objects: int = 0, recolour: bool = False) -> None:
+                 still_objects: int = 0, recolour: bool = False, defocus: float = 0.0) -> None:
         self.config = SyntheticConfig(size=crop, split="train", max_displacement=motion, still_objects=still_objects,
-                                      recolour=recolour)
+                                      recolour=recolour, defocus=defocus)
         self.batch_size = batch_size
         self.seed = seed
         self.val_images = val_images

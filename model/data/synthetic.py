@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
+from scipy.ndimage import gaussian_filter
 from skimage import data as skdata
 
 from m2ae.errors import UserError
@@ -106,6 +107,13 @@ class SyntheticConfig:
     #: offset): 8 of the 14 training pictures are grey, so without it "colourful" means
     #: "a moving object" to a mask head. False keeps every sample as it was.
     recolour: bool = False
+    #: chance that the still scene (background and still objects) is out of focus: a
+    #: Gaussian blur of 0.5-3 px, over the whole frame or faded in through a smooth random
+    #: depth map. Held-out photographs have soft-focus regions (fur, a blurred backdrop) the
+    #: training pictures lack, and a mask head that has never seen isotropic blur outside
+    #: the mask marks them as motion. Such pixels are identical in the pair, so the mask
+    #: stays exact. 0 keeps every sample as it was.
+    defocus: float = 0.0
 
     def __post_init__(self) -> None:
         height, width = self.hw
@@ -129,6 +137,8 @@ class SyntheticConfig:
             raise UserError(f"synthetic zoom_range: expected 0 < low <= high, got {self.zoom_range}")
         if self.still_objects < 0:
             raise UserError(f"synthetic still_objects: expected >= 0, got {self.still_objects}")
+        if not 0.0 <= self.defocus <= 1.0:
+            raise UserError(f"synthetic defocus: expected a probability in [0, 1], got {self.defocus}")
         if self.generator not in GENERATORS:
             raise UserError(f"synthetic generator: expected one of {list(GENERATORS)}, got {self.generator!r}")
 
@@ -204,6 +214,25 @@ def _recolour(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     matrix = np.diag(rng.uniform(0.5, 1.2, 3)) + rng.normal(0.0, 0.25, (3, 3))
     offset = rng.uniform(-0.1, 0.2, 3)
     return _quantise(image @ matrix.astype(np.float32).T + offset.astype(np.float32))
+
+
+#: defocus blur radius (Gaussian sigma) range, in pixels
+DEFOCUS_SIGMA: tuple[float, float] = (0.5, 3.0)
+
+
+def _defocus(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """``image`` [h, w, 3] out of focus: a Gaussian blur of :data:`DEFOCUS_SIGMA` px over
+    the whole frame (half the time) or blended in through a smooth random depth map, back
+    on 8-bit levels."""
+    height, width = image.shape[:2]
+    sigma = rng.uniform(*DEFOCUS_SIGMA)
+    soft = gaussian_filter(image, sigma=(sigma, sigma, 0.0), mode="reflect")
+    if rng.random() < 0.5:
+        return _quantise(soft)
+    coarse = rng.uniform(-1.0, 2.0, (3, 3)).astype(np.float32)
+    depth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
+    weight = np.clip(depth, 0.0, 1.0)[:, :, None]
+    return _quantise(image * (1.0 - weight) + soft * weight)
 
 
 def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -509,7 +538,7 @@ def _attempt(config: SyntheticConfig, seed: int, attempt: int) -> Sample:
     margin = math.ceil(config.displacement_range[1]) + 2
     count = int(rng.integers(1, config.max_objects + 1))
     objects = [_make_object(rng, config, sources, margin) for _ in range(count)]
-    # Both are drawn after the moving objects, so they leave the rest of the sample as it was.
+    # These are drawn after the moving objects, so they leave the rest of the sample as it was.
     if config.recolour:
         background = _recolour(rng, background)
     if config.still_objects:
@@ -517,6 +546,8 @@ def _attempt(config: SyntheticConfig, seed: int, attempt: int) -> Sample:
         if still:
             whole = (0, 0, height, width)
             background = _quantise(_composite(background, still, whole, [np.zeros(2) for _ in still], None))
+    if config.defocus and rng.random() < config.defocus:
+        background = _defocus(rng, background)
     blurred, sharp, trajectory = _render(background, objects, config.num_steps)
     mask = np.any(blurred != sharp, axis=2)
     return Sample(
