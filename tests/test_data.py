@@ -20,6 +20,7 @@ from m2ae.model.data.synthetic import (
     SHIFTED_DISPLACEMENT,
     SPLITS,
     TRAIN_SOURCES,
+    Sample,
     SyntheticConfig,
     SyntheticDataset,
     heldout_set,
@@ -371,19 +372,29 @@ def test_bad_config_names_option(overrides, option):
         SyntheticConfig(**overrides)
 
 
+def _assert_same_motion_and_exact_pair(plain: Sample, changed: Sample) -> None:
+    """``changed`` (a data option on) has ``plain``'s moving objects on the same paths, a
+    mask exactly where its frames differ, and both frames on 8-bit levels."""
+    np.testing.assert_array_equal(changed.trajectory, plain.trajectory)
+    np.testing.assert_array_equal(changed.mask[0].astype(bool), np.any(changed.blurred != changed.sharp, axis=0))
+    for frame in (changed.blurred, changed.sharp):
+        np.testing.assert_array_equal(np.round(frame * 255) / 255, frame)
+
+
+def _still_pixels(sample: Sample) -> np.ndarray:
+    """[H, W] bool: pixels outside ``sample``'s mask that no moving object reaches."""
+    return (np.abs(sample.trajectory).max(axis=0) == 0) & ~sample.mask[0].astype(bool)
+
+
 def test_still_objects_are_sharp_distractors_that_leave_the_moving_scene_alone():
     still = dataclasses.replace(SMALL, still_objects=3)
     pasted = 0
     for seed in range(6):
         plain, s = make_sample(SMALL, seed), make_sample(still, seed)
-        # Same moving objects on the same paths; the pair's invariants hold.
-        np.testing.assert_array_equal(s.trajectory, plain.trajectory)
-        np.testing.assert_array_equal(s.mask[0].astype(bool), np.any(s.blurred != s.sharp, axis=0))
-        np.testing.assert_array_equal(np.round(s.sharp * 255) / 255, s.sharp)
+        _assert_same_motion_and_exact_pair(plain, s)
         # Still objects are sharp: where they changed the scene, away from anything that
         # moves, both frames show them alike.
-        reach = np.abs(s.trajectory).max(axis=0) > 0
-        changed = np.any(s.sharp != plain.sharp, axis=0) & ~reach & ~plain.mask[0].astype(bool)
+        changed = np.any(s.sharp != plain.sharp, axis=0) & _still_pixels(plain)
         assert not s.mask[0][changed].any()
         pasted += int(changed.any())
     assert pasted >= 2
@@ -393,13 +404,11 @@ def test_recolour_tints_grey_backgrounds_and_keeps_the_pair_exact():
     recoloured = dataclasses.replace(SMALL, recolour=True)
     for seed in range(4):
         plain, s = make_sample(SMALL, seed), make_sample(recoloured, seed)
-        np.testing.assert_array_equal(s.trajectory, plain.trajectory)
-        np.testing.assert_array_equal(s.mask[0].astype(bool), np.any(s.blurred != s.sharp, axis=0))
-        np.testing.assert_array_equal(np.round(s.blurred * 255) / 255, s.blurred)
+        _assert_same_motion_and_exact_pair(plain, s)
         assert not np.array_equal(s.sharp, plain.sharp)
     # Seed 0's background is gravel, a grey picture: its still pixels are grey no more.
     plain, s = make_sample(SMALL, 0), make_sample(recoloured, 0)
-    still = ~plain.mask[0].astype(bool) & (np.abs(plain.trajectory).max(axis=0) == 0)
+    still = _still_pixels(plain)
     assert np.ptp(plain.sharp[:, still], axis=0).max() == 0.0
     assert np.ptp(s.sharp[:, still], axis=0).mean() > 0.05
 
@@ -409,12 +418,10 @@ def test_defocus_softens_the_still_scene_and_keeps_the_pair_exact():
     softer = 0
     for seed in range(4):
         plain, s = make_sample(SMALL, seed), make_sample(defocused, seed)
-        np.testing.assert_array_equal(s.trajectory, plain.trajectory)
-        np.testing.assert_array_equal(s.mask[0].astype(bool), np.any(s.blurred != s.sharp, axis=0))
-        np.testing.assert_array_equal(np.round(s.sharp * 255) / 255, s.sharp)
+        _assert_same_motion_and_exact_pair(plain, s)
         # Away from every moving object the scene is the plain one, out of focus: less
         # local contrast, the same mean.
-        still = ~(np.abs(plain.trajectory).max(axis=0) > 0) & ~plain.mask[0].astype(bool) & ~s.mask[0].astype(bool)
+        still = _still_pixels(plain) & ~s.mask[0].astype(bool)
         inner = np.zeros_like(still)
         inner[8:-8, 8:-8] = True
         still &= inner
