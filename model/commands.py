@@ -73,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="synthetic data: chance that a sample's still scene is out of focus (a Gaussian blur "
                        "of 0.5-3 px, whole or through a smooth depth map), so the mask head learns that soft is not "
                        "moving (default: 0)")
+    train.add_argument("--procedural", type=float, default=0.0, metavar="P",
+                       help="synthetic data: chance that a sample's background is a procedural dead-leaves scene "
+                       "(overlapping shapes and textures at every scale) instead of a crop of one of the 14 bundled "
+                       "training pictures, for more varied sharp edges (default: 0)")
     train.add_argument("--reblur-weight", type=float, default=DEFAULT_REBLUR_WEIGHT, metavar="W",
                        help=f"weight of the reblur loss that trains the motion analyser's trajectory "
                        f"(default: {DEFAULT_REBLUR_WEIGHT}; 0 for the ablation without it)")
@@ -114,7 +118,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, data=args.data, steps=args.steps, out=args.out, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
         mask_context=args.mask_context, mask_stem=args.mask_stem, mask_channels=args.mask_channels, still_objects=args.still_objects,
-        recolour=args.recolour, defocus=args.defocus, only_mask_head=args.only_mask_head,
+        recolour=args.recolour, defocus=args.defocus, procedural=args.procedural, only_mask_head=args.only_mask_head,
         data_workers=args.data_workers,
         loss=dataclasses.replace(LossWeights(), reblur=args.reblur_weight),
         gates=dataclasses.replace(GateAugment(), probability=args.sharp_gates, predicted=args.predicted_gates),

@@ -71,6 +71,8 @@ class TrainConfig:
     recolour: bool = False
     #: synthetic data: chance that a sample's still scene is out of focus
     defocus: float = 0.0
+    #: synthetic data: chance that a sample's background is a procedural dead-leaves scene
+    procedural: float = 0.0
     #: processes that make the next batches while a step runs (0: the training process makes them)
     data_workers: int = 1
     #: train the mask head alone (loss: the mask BCE; the rest is frozen and not run). With
@@ -98,10 +100,11 @@ class TrainConfig:
             raise UserError(f"--data-workers must be 0 or more, got {self.data_workers}")
         if self.still_objects < 0:
             raise UserError(f"--still-objects must be 0 or more, got {self.still_objects}")
-        if not 0.0 <= self.defocus <= 1.0:
-            raise UserError(f"--defocus must lie in [0, 1], got {self.defocus}")
+        for flag, value in (("--defocus", self.defocus), ("--procedural", self.procedural)):
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"{flag} must lie in [0, 1], got {value}")
         for flag, value in (("--still-objects", self.still_objects), ("--recolour", self.recolour),
-                            ("--defocus", self.defocus)):
+                            ("--defocus", self.defocus), ("--procedural", self.procedural)):
             if value and self.data != "synthetic":
                 raise UserError(f"{flag} applies to --data synthetic only")
         if not 0 <= self.seed < 2**64:
@@ -161,10 +164,13 @@ def teacher_forcing_probability(config: TrainConfig, step: int) -> float:
 
 def make_source(config: TrainConfig) -> BatchSource:
     from m2ae.model.data.sources import FolderSource, SyntheticSource
+    from m2ae.model.data.synthetic import SyntheticConfig
 
     if config.data == "synthetic":
-        return SyntheticSource(config.crop, config.batch_size, config.seed, config.val_images, config.synthetic_motion,
-                               config.still_objects, config.recolour, config.defocus)
+        scene = SyntheticConfig(size=config.crop, split="train", max_displacement=config.synthetic_motion,
+                                still_objects=config.still_objects, recolour=config.recolour,
+                                defocus=config.defocus, procedural=config.procedural)
+        return SyntheticSource(scene, config.batch_size, config.seed, config.val_images)
     return FolderSource(Path(config.data), config.crop, config.batch_size, config.seed, config.val_images)
 
 

@@ -17,6 +17,7 @@ from m2ae.model.data.folders import PAIRED, RELOBLUR, open_pairs
 from m2ae.model.data.sources import SHIFTED_NUM_STEPS, evaluation_samples
 from m2ae.model.data.synthetic import (
     HELDOUT_SOURCES,
+    PROCEDURAL_SOURCE,
     SHIFTED_DISPLACEMENT,
     SPLITS,
     TRAIN_SOURCES,
@@ -365,7 +366,8 @@ def test_heldout_set_is_fixed_and_heldout():
     [({"num_steps": 1}, "num_steps"), ({"max_displacement": 0.5}, "max_displacement"),
      ({"split": "test"}, "split"), ({"size": 4}, "size"), ({"max_objects": 0}, "max_objects"),
      ({"generator": "other"}, "generator"), ({"still_objects": -1}, "still_objects"),
-     ({"defocus": 1.5}, "defocus"), ({"defocus": float("nan")}, "defocus")],
+     ({"defocus": 1.5}, "defocus"), ({"defocus": float("nan")}, "defocus"),
+     ({"procedural": -0.1}, "procedural"), ({"procedural": float("nan")}, "procedural")],
 )
 def test_bad_config_names_option(overrides, option):
     with pytest.raises(UserError, match=option):
@@ -436,6 +438,43 @@ def test_defocus_softens_the_still_scene_and_keeps_the_pair_exact():
 
 def test_defocus_zero_draws_nothing():
     assert np.array_equal(make_sample(dataclasses.replace(SMALL, defocus=0.0), 3).blurred, make_sample(SMALL, 3).blurred)
+
+
+def test_procedural_backgrounds_replace_the_picture_and_keep_the_pair_exact():
+    procedural = dataclasses.replace(SMALL, procedural=1.0)
+    for seed in range(4):
+        plain, s = make_sample(SMALL, seed), make_sample(procedural, seed)
+        _assert_same_motion_and_exact_pair(plain, s)
+        assert s.sources[0] == PROCEDURAL_SOURCE and PROCEDURAL_SOURCE not in plain.sources
+        still = _still_pixels(plain)
+        assert not np.array_equal(s.sharp[:, still], plain.sharp[:, still])
+
+
+def test_dead_leaves_are_colourful_occluding_shapes_at_many_scales():
+    rng = np.random.default_rng(5)
+    scenes = [synthetic._dead_leaves(rng, 96, 80) for _ in range(6)]
+    for scene in scenes:
+        assert scene.shape == (96, 80, 3) and scene.dtype == np.float32
+        np.testing.assert_array_equal(np.round(scene * 255) / 255, scene)
+        # Inside a leaf neighbours differ by noise and texture; edges between leaves are
+        # steps far above that, and common.
+        steps = np.abs(np.diff(scene, axis=1)).max(axis=2)
+        assert np.median(steps) < 0.03
+        assert (steps > 0.1).mean() > 0.05
+    assert not np.array_equal(scenes[0], scenes[1])
+    assert np.mean([np.ptp(s, axis=2).mean() for s in scenes]) > 0.05  # colour, not just grey
+
+
+def test_leaf_radii_follow_the_scale_invariant_law():
+    radii = synthetic._leaf_radii(np.random.default_rng(0), 200_000, 2.0, 64.0)
+    assert radii.min() >= 2.0 and radii.max() <= 64.0
+    # Under density ~ r^-3 every octave covers the same area: sum of r^2 per octave.
+    octaves = [np.sum(radii[(radii >= lo) & (radii < 2 * lo)] ** 2) for lo in (2.0, 4.0, 8.0, 16.0, 32.0)]
+    assert max(octaves) / min(octaves) < 1.1
+
+
+def test_procedural_zero_draws_nothing():
+    assert np.array_equal(make_sample(dataclasses.replace(SMALL, procedural=0.0), 3).blurred, make_sample(SMALL, 3).blurred)
 
 
 # ---------------------------------------------------------------- the shifted generator

@@ -463,12 +463,14 @@ def test_mask_stem_and_still_objects_reach_the_network_and_the_data(tmp_path: Pa
     loaded = load_checkpoint(tmp_path / FINAL, expect_preset="tiny")
     assert loaded.config.mask_stem == "conv"
     assert isinstance(loaded.model.mask_head, ConvMaskHead)
-    source = make_source(small_run(tmp_path, still_objects=2, recolour=True, defocus=0.25))
+    source = make_source(small_run(tmp_path, still_objects=2, recolour=True, defocus=0.25, procedural=0.5))
     assert source.config.still_objects == 2 and source.config.recolour and source.config.defocus == 0.25
-    with pytest.raises(UserError, match="--defocus must lie in"):
-        small_run(tmp_path / "bad", defocus=2.0)
-    with pytest.raises(UserError, match="--defocus applies to --data synthetic"):
-        small_run(tmp_path / "bad", data=str(tmp_path), defocus=0.5)
+    assert source.config.procedural == 0.5
+    for flag in ("defocus", "procedural"):
+        with pytest.raises(UserError, match=f"--{flag} must lie in"):
+            small_run(tmp_path / "bad", **{flag: 2.0})
+        with pytest.raises(UserError, match=f"--{flag} applies to --data synthetic"):
+            small_run(tmp_path / "bad", data=str(tmp_path), **{flag: 0.5})
     with pytest.raises(UserError, match="--still-objects must be 0 or more"):
         small_run(tmp_path / "bad", still_objects=-1)
     with pytest.raises(UserError, match="--still-objects applies to --data synthetic"):

@@ -38,10 +38,12 @@ def derived_mask(blurred: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
 
 
 class SyntheticSource:
-    def __init__(self, crop: int, batch_size: int, seed: int, val_images: int, motion: float = 16.0,
-                 still_objects: int = 0, recolour: bool = False, defocus: float = 0.0) -> None:
-        self.config = SyntheticConfig(size=crop, split="train", max_displacement=motion, still_objects=still_objects,
-                                      recolour=recolour, defocus=defocus)
+    """Training-split pairs made as ``config`` says (its split must be ``"train"``)."""
+
+    def __init__(self, config: SyntheticConfig, batch_size: int, seed: int, val_images: int) -> None:
+        if config.split != "train":
+            raise ValueError(f"SyntheticSource: training pairs come from the train split, got {config.split!r}")
+        self.config = config
         self.batch_size = batch_size
         self.seed = seed
         self.val_images = val_images

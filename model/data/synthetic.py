@@ -63,6 +63,9 @@ TRAIN_SOURCES: tuple[str, ...] = (
 )
 SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_SOURCES, "heldout": HELDOUT_SOURCES}
 
+#: what :attr:`Sample.sources` names a procedural (dead-leaves) background
+PROCEDURAL_SOURCE = "dead_leaves"
+
 #: base seed of :func:`heldout_set`, far from the small seeds training tends to use
 HELDOUT_BASE_SEED = 1_000_000_007
 
@@ -113,6 +116,11 @@ class SyntheticConfig:
     #: pair, so the mask stays exact. At 0.5 the conv mask head trained alone did worse on
     #: the held-out set (IoU 0.28 against 0.33; docs/design.md). 0 keeps every sample as it was.
     defocus: float = 0.0
+    #: chance that the background is a procedural dead-leaves scene (overlapping shapes at
+    #: every scale, see :func:`_dead_leaves`) instead of a crop of a bundled picture: the 14
+    #: training pictures are too few, and mostly not photographs, for a mask head to learn
+    #: that a sharp edge is not blur. 0 keeps every sample as it was.
+    procedural: float = 0.0
 
     def __post_init__(self) -> None:
         height, width = self.hw
@@ -138,6 +146,8 @@ class SyntheticConfig:
             raise UserError(f"synthetic still_objects: expected >= 0, got {self.still_objects}")
         if not 0.0 <= self.defocus <= 1.0:
             raise UserError(f"synthetic defocus: expected a probability in [0, 1], got {self.defocus}")
+        if not 0.0 <= self.procedural <= 1.0:
+            raise UserError(f"synthetic procedural: expected a probability in [0, 1], got {self.procedural}")
         if self.generator not in GENERATORS:
             raise UserError(f"synthetic generator: expected one of {list(GENERATORS)}, got {self.generator!r}")
 
@@ -165,7 +175,8 @@ class Sample:
     mask: np.ndarray  # [1, H, W]
     trajectory: np.ndarray  # [2T, H, W]
     seed: int
-    sources: tuple[str, ...] = field(default_factory=tuple)  # skimage names used
+    #: the skimage pictures used, or PROCEDURAL_SOURCE for a procedural background
+    sources: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -232,6 +243,84 @@ def _defocus(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     depth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
     weight = np.clip(depth, 0.0, 1.0)[:, :, None]
     return _quantise(image * (1.0 - weight) + soft * weight)
+
+
+#: supersampling of :func:`_dead_leaves`, for anti-aliased edges
+_LEAF_SUPERSAMPLE = 2
+#: smallest leaf radius, in output pixels, and how many times the leaves cover the frame
+_LEAF_MIN_RADIUS = 4.0
+_LEAF_COVERAGE = 4.0
+#: chance that a leaf is flat, or filled with smooth shading, fine grain, stripes or a ramp
+_LEAF_FILLS = (0.35, 0.2, 0.2, 0.1, 0.15)
+
+
+def _leaf_radii(rng: np.random.Generator, count: int, low: float, high: float) -> np.ndarray:
+    """Radii with density proportional to r^-3 on [low, high] (inverse CDF): the size law
+    under which a dead-leaves image looks the same at every scale, as natural images do."""
+    u = rng.random(count)
+    return (low**-2 - u * (low**-2 - high**-2)) ** -0.5
+
+
+def _leaf_fills(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """The fill patterns leaves choose from, [len(_LEAF_FILLS), h, w] in [0, 1]: flat, smooth
+    shading, fine grain (fur, foliage, sensor texture), stripes and a ramp."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+
+    def along() -> np.ndarray:
+        angle = rng.uniform(0.0, math.pi)
+        return xx * math.cos(angle) + yy * math.sin(angle)
+
+    smooth = np.asarray(Image.fromarray(rng.random((6, 6)).astype(np.float32)).resize((width, height), Image.Resampling.BICUBIC))
+    grain = gaussian_filter(rng.random((height, width)).astype(np.float32), sigma=(rng.uniform(0.7, 2.0), rng.uniform(0.7, 4.0)))
+    grain = (grain - grain.min()) / max(float(np.ptp(grain)), 1e-6)
+    stripes = 0.5 + 0.5 * np.sin(along() * (2.0 * math.pi / rng.uniform(6.0, 30.0)))
+    ramp = along()
+    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
+    return np.clip(np.stack([np.zeros_like(ramp), smooth, grain, stripes, ramp]), 0.0, 1.0)
+
+
+def _dead_leaves(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A procedural scene, float32 [h, w, 3] on 8-bit levels: opaque ellipses, rectangles
+    and triangles of every size (radii ~ r^-3) painted over each other, each coloured from
+    a small random palette and filled flat or with one of :func:`_leaf_fills`, under a
+    smooth shading field and faint sensor-like noise. It has sharp occluding edges and
+    texture at every scale and orientation, and nothing that moves."""
+    scale = _LEAF_SUPERSAMPLE
+    big_h, big_w = height * scale, width * scale
+    low, high = _LEAF_MIN_RADIUS * scale, 0.5 * max(big_h, big_w)
+    mean_area = math.pi * 2.0 * math.log(high / low) / (low**-2 - high**-2)
+    count = max(8, int(_LEAF_COVERAGE * big_h * big_w / mean_area))
+    radii = _leaf_radii(rng, count, low, high)
+    aspect = rng.uniform(0.3, 1.0, count)
+    centres = rng.uniform(0.0, 1.0, (count, 2)) * (big_w, big_h)
+    kinds = rng.random(count)
+    tilts = rng.uniform(0.0, math.pi, count)
+    # Leaf i is painted as label i + 1 (0 never shows: the first leaf covers the frame).
+    labels = Image.new("I", (big_w, big_h), 1)
+    draw = ImageDraw.Draw(labels)
+    for label, ((cx, cy), r, a, kind, tilt) in enumerate(
+            zip(centres.tolist(), radii.tolist(), aspect.tolist(), kinds.tolist(), tilts.tolist()), start=1):
+        if kind < 0.6:
+            draw.ellipse((cx - r, cy - r * a, cx + r, cy + r * a), fill=label)
+            continue
+        corners = 4 if kind < 0.85 else 3
+        angles = (np.arange(corners) + 0.5) * (2.0 * math.pi / corners)
+        xs, ys = _rotated(r * np.cos(angles), r * a * np.sin(angles), tilt)
+        draw.polygon(list(zip((cx + xs).tolist(), (cy + ys).tolist())), fill=label)
+    leaf = np.asarray(labels, dtype=np.int64)
+    palette = rng.uniform(0.0, 1.0, (int(rng.integers(2, 7)), 3)).astype(np.float32)
+    if rng.random() < 0.2:
+        palette = np.repeat(palette[:, :1], 3, axis=1)
+    base = palette[rng.integers(0, len(palette), count + 1)] + rng.normal(0.0, 0.08, (count + 1, 3)).astype(np.float32)
+    other = base + rng.normal(0.0, 0.2, (count + 1, 3)).astype(np.float32)
+    fill = rng.choice(len(_LEAF_FILLS), size=count + 1, p=_LEAF_FILLS)
+    weight = _leaf_fills(rng, big_h, big_w)[fill[leaf], np.arange(big_h)[:, None], np.arange(big_w)]
+    image = base[leaf] + weight[:, :, None] * (other[leaf] - base[leaf])
+    image = image.reshape(height, scale, width, scale, 3).mean(axis=(1, 3))
+    coarse = rng.uniform(0.7, 1.15, (3, 3)).astype(np.float32)
+    shading = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
+    noise = rng.normal(0.0, rng.uniform(0.0, 2.0 / 255.0), image.shape).astype(np.float32)
+    return _quantise(image * shading[:, :, None] + noise)
 
 
 def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -537,6 +626,9 @@ def _attempt(config: SyntheticConfig, seed: int, attempt: int) -> Sample:
     margin = math.ceil(config.displacement_range[1]) + 2
     count = int(rng.integers(1, config.max_objects + 1))
     objects = [_make_object(rng, config, sources, margin) for _ in range(count)]
+    if config.procedural and rng.random() < config.procedural:
+        background = _dead_leaves(rng, height, width)
+        sources[0] = PROCEDURAL_SOURCE
     # These are drawn after the moving objects, so they leave the rest of the sample as it was.
     if config.recolour:
         background = _recolour(rng, background)
