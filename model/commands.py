@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="synthetic data: chance that a sample's background is a procedural dead-leaves scene "
                        "(overlapping shapes and textures at every scale) instead of a crop of one of the 14 bundled "
                        "training pictures, for more varied sharp edges (default: 0)")
+    train.add_argument("--pictures", metavar="DIR",
+                       help="synthetic data: also draw backgrounds and cut-out objects from the sharp pictures in DIR "
+                       "(your own photos make scenes like yours; the held-out set is unchanged)")
     train.add_argument("--reblur-weight", type=float, default=DEFAULT_REBLUR_WEIGHT, metavar="W",
                        help=f"weight of the reblur loss that trains the motion analyser's trajectory "
                        f"(default: {DEFAULT_REBLUR_WEIGHT}; 0 for the ablation without it)")
@@ -118,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, data=args.data, steps=args.steps, out=args.out, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
         mask_context=args.mask_context, mask_stem=args.mask_stem, mask_channels=args.mask_channels, still_objects=args.still_objects,
-        recolour=args.recolour, defocus=args.defocus, procedural=args.procedural, only_mask_head=args.only_mask_head,
+        recolour=args.recolour, defocus=args.defocus, procedural=args.procedural, pictures=args.pictures, only_mask_head=args.only_mask_head,
         data_workers=args.data_workers,
         loss=dataclasses.replace(LossWeights(), reblur=args.reblur_weight),
         gates=dataclasses.replace(GateAugment(), probability=args.sharp_gates, predicted=args.predicted_gates),

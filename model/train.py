@@ -73,6 +73,8 @@ class TrainConfig:
     defocus: float = 0.0
     #: synthetic data: chance that a sample's background is a procedural dead-leaves scene
     procedural: float = 0.0
+    #: synthetic data: a folder of sharp pictures added to the bundled training pictures
+    pictures: str | None = None
     #: processes that make the next batches while a step runs (0: the training process makes them)
     data_workers: int = 1
     #: train the mask head alone (loss: the mask BCE; the rest is frozen and not run). With
@@ -104,7 +106,8 @@ class TrainConfig:
             if not 0.0 <= value <= 1.0:
                 raise UserError(f"{flag} must lie in [0, 1], got {value}")
         for flag, value in (("--still-objects", self.still_objects), ("--recolour", self.recolour),
-                            ("--defocus", self.defocus), ("--procedural", self.procedural)):
+                            ("--defocus", self.defocus), ("--procedural", self.procedural),
+                            ("--pictures", self.pictures)):
             if value and self.data != "synthetic":
                 raise UserError(f"{flag} applies to --data synthetic only")
         if not 0 <= self.seed < 2**64:
@@ -163,13 +166,14 @@ def teacher_forcing_probability(config: TrainConfig, step: int) -> float:
 
 
 def make_source(config: TrainConfig) -> BatchSource:
-    from m2ae.model.data.sources import FolderSource, SyntheticSource
+    from m2ae.model.data.sources import FolderSource, SyntheticSource, picture_files
     from m2ae.model.data.synthetic import SyntheticConfig
 
     if config.data == "synthetic":
+        pictures = () if config.pictures is None else picture_files(Path(config.pictures))
         scene = SyntheticConfig(size=config.crop, split="train", max_displacement=config.synthetic_motion,
                                 still_objects=config.still_objects, recolour=config.recolour,
-                                defocus=config.defocus, procedural=config.procedural)
+                                defocus=config.defocus, procedural=config.procedural, pictures=pictures)
         return SyntheticSource(scene, config.batch_size, config.seed, config.val_images)
     return FolderSource(Path(config.data), config.crop, config.batch_size, config.seed, config.val_images)
 

@@ -14,7 +14,7 @@ from m2ae.errors import UserError
 from m2ae.imageio import list_images, read_image, read_image_size, read_mask, write_image
 from m2ae.model.data import synthetic
 from m2ae.model.data.folders import PAIRED, RELOBLUR, open_pairs
-from m2ae.model.data.sources import SHIFTED_NUM_STEPS, evaluation_samples
+from m2ae.model.data.sources import SHIFTED_NUM_STEPS, evaluation_samples, picture_files
 from m2ae.model.data.synthetic import (
     HELDOUT_SOURCES,
     PROCEDURAL_SOURCE,
@@ -471,6 +471,43 @@ def test_leaf_radii_follow_the_scale_invariant_law():
     # Under density ~ r^-3 every octave covers the same area: sum of r^2 per octave.
     octaves = [np.sum(radii[(radii >= lo) & (radii < 2 * lo)] ** 2) for lo in (2.0, 4.0, 8.0, 16.0, 32.0)]
     assert max(octaves) / min(octaves) < 1.1
+
+
+def _picture_folder(folder: Path, sizes: list[tuple[int, int]]) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (height, width) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_user_pictures_join_the_training_pictures(tmp_path: Path):
+    folder = _picture_folder(tmp_path / "pics", [(64, 80), (30, 200)])
+    pictures = picture_files(folder)
+    assert pictures == (str(folder / "p0.png"), str(folder / "p1.png"))
+    config = dataclasses.replace(SMALL, pictures=pictures)
+    used: set[str] = set()
+    for seed in range(40):
+        s = make_sample(config, seed)
+        _assert_same_motion_and_exact_pair(s, make_sample(config, seed))
+        used.update(s.sources)
+    assert set(pictures) <= used and used & set(TRAIN_SOURCES)
+    # A sample whose background is a user picture shows that picture's pixels.
+    seed = next(i for i in range(40) if make_sample(config, i).sources[0] == pictures[0])
+    still = _still_pixels(make_sample(config, seed))
+    assert np.isin(np.round(make_sample(config, seed).sharp[:, still] * 255),
+                   np.asarray(Image.open(folder / "p0.png"))).mean() > 0.5
+
+
+def test_user_pictures_are_checked_up_front(tmp_path: Path):
+    with pytest.raises(UserError, match="no images"):
+        picture_files(_picture_folder(tmp_path / "empty", []))
+    with pytest.raises(UserError, match="too small"):
+        picture_files(_picture_folder(tmp_path / "tiny", [(64, 64), (8, 64)]))
+    with pytest.raises(UserError, match="no such folder"):
+        picture_files(tmp_path / "missing")
+    with pytest.raises(UserError, match="train split"):
+        SyntheticConfig(split="heldout", pictures=(str(tmp_path / "x.png"),))
 
 
 def test_procedural_zero_draws_nothing():

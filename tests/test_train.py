@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from factories import one_torch_thread
+from PIL import Image
 
 import m2ae.model.checkpoint as checkpoint_module
 from m2ae.errors import UserError
@@ -466,6 +467,12 @@ def test_mask_stem_and_still_objects_reach_the_network_and_the_data(tmp_path: Pa
     source = make_source(small_run(tmp_path, still_objects=2, recolour=True, defocus=0.25, procedural=0.5))
     assert source.config.still_objects == 2 and source.config.recolour and source.config.defocus == 0.25
     assert source.config.procedural == 0.5
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(folder / "a.png")
+    assert make_source(small_run(tmp_path, pictures=str(folder))).config.pictures == (str(folder / "a.png"),)
+    with pytest.raises(UserError, match="--pictures applies to --data synthetic"):
+        small_run(tmp_path / "bad", data=str(tmp_path), pictures=str(folder))
     for flag in ("defocus", "procedural"):
         with pytest.raises(UserError, match=f"--{flag} must lie in"):
             small_run(tmp_path / "bad", **{flag: 2.0})

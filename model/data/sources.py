@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from m2ae.errors import UserError
+from m2ae.imageio import list_images, read_image_size
 from m2ae.model.data.folders import PairedFolder, open_pairs
 from m2ae.model.data.synthetic import SyntheticConfig, heldout_set, make_batch, make_sample
 
@@ -35,6 +36,19 @@ def _step_rng(seed: int, step: int, rank: int) -> np.random.Generator:
 def derived_mask(blurred: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
     """A blur mask for pairs that come without one: where the images visibly differ."""
     return ((blurred - sharp).abs().amax(dim=-3, keepdim=True) > DERIVED_MASK_THRESHOLD).float()
+
+
+def picture_files(folder: Path) -> tuple[str, ...]:
+    """The pictures of ``folder`` as paths for ``SyntheticConfig.pictures``, each checked to
+    open as an image of at least 16x16, so a bad file fails the run now, not mid-training."""
+    files = list_images(folder)
+    if not files:
+        raise UserError(f"{folder}: no images in this folder (--pictures wants sharp pictures for backgrounds)")
+    for path in files:
+        height, width = read_image_size(path)
+        if min(height, width) < 16:
+            raise UserError(f"{path}: {width}x{height} is too small for a background (at least 16x16)")
+    return tuple(str(path) for path in files)
 
 
 class SyntheticSource:

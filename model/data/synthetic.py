@@ -9,7 +9,9 @@ where they differ, so every sharp pixel is bit-identical in the pair.
 
 Source split (fixed; no image is in both): held-out = coffee, chelsea, rocket
 (``skimage.data.cat`` is chelsea again, so it is never used). Train = every other
-image below. Backgrounds and natural-image objects only come from the sample's split.
+image below, plus any picture files of ``SyntheticConfig.pictures``. Backgrounds and
+natural-image objects only come from the sample's split (or, with
+``SyntheticConfig.procedural``, a background is a procedural dead-leaves scene).
 
 Trajectory convention: ``trajectory[2t]`` and ``trajectory[2t + 1]`` are the x and y
 offsets, in pixels, at exposure step t, such that inside the moving objects
@@ -43,6 +45,7 @@ from scipy.ndimage import gaussian_filter
 from skimage import data as skdata
 
 from m2ae.errors import UserError
+from m2ae.imageio import read_image
 
 HELDOUT_SOURCES: tuple[str, ...] = ("coffee", "chelsea", "rocket")
 TRAIN_SOURCES: tuple[str, ...] = (
@@ -121,6 +124,10 @@ class SyntheticConfig:
     #: training pictures are too few, and mostly not photographs, for a mask head to learn
     #: that a sharp edge is not blur. 0 keeps every sample as it was.
     procedural: float = 0.0
+    #: picture files (any format ``m2ae.imageio`` reads) added to the training pictures,
+    #: for backgrounds and cut-out objects alike: a user's own sharp photos, so the scenes
+    #: look like theirs. Training split only. Empty keeps every sample as it was.
+    pictures: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         height, width = self.hw
@@ -148,6 +155,8 @@ class SyntheticConfig:
             raise UserError(f"synthetic defocus: expected a probability in [0, 1], got {self.defocus}")
         if not 0.0 <= self.procedural <= 1.0:
             raise UserError(f"synthetic procedural: expected a probability in [0, 1], got {self.procedural}")
+        if self.pictures and self.split != "train":
+            raise UserError(f"synthetic pictures: only the train split takes extra pictures, not {self.split!r}")
         if self.generator not in GENERATORS:
             raise UserError(f"synthetic generator: expected one of {list(GENERATORS)}, got {self.generator!r}")
 
@@ -175,7 +184,7 @@ class Sample:
     mask: np.ndarray  # [1, H, W]
     trajectory: np.ndarray  # [2T, H, W]
     seed: int
-    #: the skimage pictures used, or PROCEDURAL_SOURCE for a procedural background
+    #: the pictures used (skimage names or file paths), or PROCEDURAL_SOURCE for a procedural background
     sources: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -190,11 +199,21 @@ _LOADERS: dict[str, Callable[[], np.ndarray]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+#: decoded pictures kept per process: every bundled one and up to 40 of a user's
+#: (``SyntheticConfig.pictures``); a larger folder is decoded again as samples need it
+_PICTURE_CACHE = 64
+
+
+@functools.lru_cache(maxsize=_PICTURE_CACHE)
 def load_source(name: str) -> np.ndarray:
-    """A bundled scikit-image picture as read-only uint8 RGB [H, W, 3] (cached per process)."""
-    loader = _LOADERS.get(name) or getattr(skdata, name)
-    image = np.ascontiguousarray(_rgb_uint8(np.asarray(loader())), dtype=np.uint8)
+    """A bundled scikit-image picture (by name) or a picture file (by path) as read-only
+    uint8 RGB [H, W, 3] (cached per process)."""
+    if name in SPLITS["train"] or name in SPLITS["heldout"]:
+        loader = _LOADERS.get(name) or getattr(skdata, name)
+        image = np.asarray(loader())
+    else:
+        image = np.round(read_image(name) * 255.0)
+    image = np.ascontiguousarray(_rgb_uint8(image), dtype=np.uint8)
     image.flags.writeable = False
     return image
 
@@ -504,6 +523,11 @@ def _shift(layer: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return out
 
 
+def _pictures(config: SyntheticConfig) -> tuple[str, ...]:
+    """The pictures a sample of ``config`` draws from: its split's, then its own."""
+    return SPLITS[config.split] + config.pictures
+
+
 def _make_object(rng: np.random.Generator, config: SyntheticConfig, sources: list[str],
                  margin: int) -> _Object:
     height, width = config.hw
@@ -511,7 +535,7 @@ def _make_object(rng: np.random.Generator, config: SyntheticConfig, sources: lis
     obj_h = max(8, round(side * rng.uniform(*config.object_scale)))
     obj_w = max(8, round(side * rng.uniform(*config.object_scale)))
     if rng.random() < config.natural_object_prob:
-        name = str(rng.choice(SPLITS[config.split]))
+        name = str(rng.choice(_pictures(config)))
         sources.append(name)
         colour = _random_crop(rng, name, obj_h, obj_w, config.zoom_range)
     else:
@@ -619,8 +643,7 @@ def _render(background: np.ndarray, objects: list[_Object], num_steps: int
 def _attempt(config: SyntheticConfig, seed: int, attempt: int) -> Sample:
     rng = np.random.default_rng(np.random.SeedSequence([seed, attempt]))
     height, width = config.hw
-    names = SPLITS[config.split]
-    background_name = str(rng.choice(names))
+    background_name = str(rng.choice(_pictures(config)))
     sources = [background_name]
     background = _random_crop(rng, background_name, height, width, config.zoom_range)
     margin = math.ceil(config.displacement_range[1]) + 2
