@@ -493,10 +493,9 @@ def test_user_pictures_join_the_training_pictures(tmp_path: Path):
         used.update(s.sources)
     assert set(pictures) <= used and used & set(TRAIN_SOURCES)
     # A sample whose background is a user picture shows that picture's pixels.
-    seed = next(i for i in range(40) if make_sample(config, i).sources[0] == pictures[0])
-    still = _still_pixels(make_sample(config, seed))
-    assert np.isin(np.round(make_sample(config, seed).sharp[:, still] * 255),
-                   np.asarray(Image.open(folder / "p0.png"))).mean() > 0.5
+    sample = next(s for s in (make_sample(config, i) for i in range(40)) if s.sources[0] == pictures[0])
+    still = _still_pixels(sample)
+    assert np.isin(np.round(sample.sharp[:, still] * 255), np.asarray(Image.open(folder / "p0.png"))).mean() > 0.5
 
 
 def test_user_pictures_are_checked_up_front(tmp_path: Path):

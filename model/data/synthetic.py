@@ -199,7 +199,7 @@ _LOADERS: dict[str, Callable[[], np.ndarray]] = {
 }
 
 
-#: decoded pictures kept per process: every bundled one and up to 40 of a user's
+#: decoded pictures kept per process: every bundled one (17) and up to 47 of a user's
 #: (``SyntheticConfig.pictures``); a larger folder is decoded again as samples need it
 _PICTURE_CACHE = 64
 
