@@ -4,7 +4,8 @@
    becomes one 3x3 conv with bias; the result is the same network with
    ``rep_branches=False``.
 2. ``deploy_form``: the pixel-(un)shuffles of the heads and of the U-Net's down/up
-   layers become strided convs and transposed convs.
+   layers become strided convs and transposed convs, and each block's modulation
+   ``1 + gamma(g)`` becomes ``gamma(g)`` with the 1 in gamma's bias.
 3. ``stem_then_down``: the stem (3x3) followed by the first down layer (2x2 stride 2),
    with nothing between them, is one 4x4 stride-2 conv; the pruned forward uses it
    where the full-resolution stem map itself is never needed.
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from m2ae.model.heads import HEAD_STRIDE, HeadStem, head_features
-from m2ae.model.layers import Downsample, RepConv3x3, Upsample
+from m2ae.model.layers import Downsample, MaskedResBlock, RepConv3x3, Upsample
 from m2ae.model.network import M2AENet
 
 
@@ -132,4 +133,7 @@ def deploy_form(model: M2AENet) -> M2AENet:
     deployed.motion.stem = StridedHeadStem(deployed.motion.stem)
     deployed.downs = nn.ModuleList(StridedDownsample(d) for d in deployed.downs)
     deployed.ups = nn.ModuleList(TransposedUpsample(u) for u in deployed.ups)
+    for block in deployed.modules():
+        if isinstance(block, MaskedResBlock):
+            block.fold_gamma_offset()
     return deployed.eval()

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from m2ae.model.config import M2AEConfig
-from m2ae.model.layers import RepConv3x3
+from m2ae.model.layers import MaskedResBlock, RepConv3x3
 from m2ae.model.network import M2AENet
-from m2ae.model.reparam import fold_branches
+from m2ae.model.reparam import deploy_form, fold_branches
 
 TOL = 1e-5
 SMALL = M2AEConfig(width=4, num_scales=3, enc_blocks=(1, 1, 2), dec_blocks=(1, 1), motion_channels=4, mask_channels=4)
@@ -78,3 +78,32 @@ def test_fold_branches_leaves_the_source_untouched() -> None:
     fold_branches(model)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_fold_gamma_offset_keeps_the_block() -> None:
+    block = randomise(seeded(6, lambda: MaskedResBlock(4, 3, rep_branches=False)), seed=6)
+    gen = torch.Generator().manual_seed(7)
+    x, guide = torch.randn(2, 4, 9, 7, generator=gen), torch.randn(2, 3, 9, 7, generator=gen)
+    mask = (torch.rand(2, 1, 9, 7, generator=gen) > 0.5).float()
+    with torch.no_grad():
+        expected = block(x, guide, mask)
+        bias = block.gamma.bias.clone()
+        block.fold_gamma_offset()
+        folded = block(x, guide, mask)
+    assert block.gamma_offset == 0.0 and torch.allclose(block.gamma.bias, bias + 1.0)
+    assert (expected - x).abs().max() > 0.1  # the modulated residual does contribute
+    assert (folded - expected).abs().max().item() <= TOL
+
+
+def test_deploy_form_is_the_same_network() -> None:
+    model = randomise(seeded(8, lambda: M2AENet(SMALL)), seed=8, scale=0.03)
+    deployed = deploy_form(model)
+    assert all(b.gamma_offset == 0.0 for b in deployed.modules() if isinstance(b, MaskedResBlock))
+    assert all(b.gamma_offset == 1.0 for b in model.modules() if isinstance(b, MaskedResBlock))
+    gen = torch.Generator().manual_seed(9)
+    image = torch.rand(2, 3, 32, 32, generator=gen)
+    gate = (torch.rand(2, 1, 32, 32, generator=gen) > 0.6).float()
+    with torch.no_grad():
+        ref, out = model(image, gate=gate), deployed(image, gate=gate)
+    assert (ref.restored - image).abs().max() > 1e-2
+    assert (ref.restored - out.restored).abs().max().item() <= TOL
