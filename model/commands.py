@@ -107,6 +107,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--size", type=int, default=256, help="synthetic image size (default: 256)")
     ev.add_argument("--zero-guide", action="store_true",
                     help="ablation: run the body with the motion analyser's guide features zeroed")
+    ev.add_argument("--annotated-mask", action="store_true",
+                    help="ablation: gate the body with the annotated blur mask instead of the predicted one, "
+                    "to score the restorer alone, as if the mask head were perfect (the pairs need masks)")
     ev.add_argument("--json", help="also write the metrics to this JSON file")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_eval)
@@ -145,7 +148,8 @@ def _eval(args: argparse.Namespace) -> int:
         check_output_file(args.json, "--json")
     loaded = load_checkpoint(args.checkpoint)
     samples = evaluation_samples(args.data, args.num_images, args.size)
-    result = evaluate(loaded.model, samples, progress=not args.no_progress, total=len(samples), zero_guide=args.zero_guide)
+    result = evaluate(loaded.model, samples, progress=not args.no_progress, total=len(samples), zero_guide=args.zero_guide,
+                      annotated_gate=args.annotated_mask)
     text = json.dumps(result.to_dict(), indent=2)
     print(text)
     if args.json:

@@ -3,9 +3,10 @@
 PSNR and SSIM (scikit-image) of the restored and of the blurred input against the
 sharp image, the same PSNR restricted to the blur mask (mask-weighted PSNR, as
 LMD-ViT reports it: the squared error averaged over masked pixels only), and the IoU,
-precision and recall of the predicted mask against the annotated one. ``zero_guide``
-runs the body with the motion analyser's features zeroed: the ablation that shows
-what the guide is worth.
+precision and recall of the predicted mask against the annotated one. Two ablations:
+``zero_guide`` runs the body with the motion analyser's features zeroed (what the
+guide is worth), and ``annotated_gate`` gates the body with the annotated mask instead
+of the predicted one (what the restorer is worth with a perfect mask head).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
+from m2ae.errors import UserError
 from m2ae.imageio import rgb_panel
 from m2ae.model.heads import blur_probability, dilate
 from m2ae.model.network import GATE_PREDICTED, M2AENet
@@ -58,12 +60,17 @@ def _ssim(pred: np.ndarray, target: np.ndarray) -> float:
 
 @torch.no_grad()
 def restore(model: M2AENet, blurred: np.ndarray, device: str | torch.device = "cpu",
-            zero_guide: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Restore one CHW image of any size; returns (restored CHW, predicted mask HW bool)."""
+            zero_guide: bool = False, gate_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Restore one CHW image of any size; returns (restored CHW, gate HW bool): the
+    predicted mask, or ``gate_mask`` [H,W] where given."""
     height, width = blurred.shape[-2:]
     padded = pad_to_multiple(blurred, model.config.multiple)
     image = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device)
-    gate = model.gate(model.mask_head(image), GATE_PREDICTED)
+    if gate_mask is None:
+        gate = model.gate(model.mask_head(image), GATE_PREDICTED)
+    else:
+        mask = pad_to_multiple(np.asarray(gate_mask, dtype=np.float32)[None], model.config.multiple, mode="constant")
+        gate = torch.from_numpy(np.ascontiguousarray(mask))[None].to(device)
     guide, _ = model.motion(image)
     if zero_guide:
         guide = torch.zeros_like(guide)
@@ -79,11 +86,14 @@ def evaluate(
     progress: bool = True,
     total: int | None = None,
     zero_guide: bool = False,
+    annotated_gate: bool = False,
 ) -> EvalResult:
     """Score ``model`` (its own predicted mask as gate) on CHW ``blurred``/``sharp`` pairs.
 
     Each sample may carry a ``mask`` [1,H,W] or [H,W]; masked metrics and the IoU use
-    the samples that have one (the IoU over the union of all of them).
+    the samples that have one (the IoU over the union of all of them). With
+    ``annotated_gate`` that mask is the gate (every sample needs one; the mask scores
+    are then 1).
     """
     model.eval()
     psnr, psnr_b, ssim, ssim_b, psnr_m, psnr_mb = [], [], [], [], [], []
@@ -92,12 +102,15 @@ def evaluate(
     for sample in tqdm(samples, total=total, desc="eval", unit="img", disable=not progress):
         blurred = np.asarray(sample["blurred"], dtype=np.float32)
         sharp = np.asarray(sample["sharp"], dtype=np.float32)
-        restored, pred_mask = restore(model, blurred, device, zero_guide)
+        gt = sample.get("mask")
+        if annotated_gate and gt is None:
+            raise UserError("the annotated-mask ablation needs pairs with a blur mask")
+        gate_mask = np.asarray(gt).reshape(sharp.shape[-2:]) > 0.5 if annotated_gate else None
+        restored, pred_mask = restore(model, blurred, device, zero_guide, gate_mask)
         psnr.append(peak_signal_noise_ratio(sharp, restored, data_range=1.0))
         psnr_b.append(peak_signal_noise_ratio(sharp, blurred, data_range=1.0))
         ssim.append(_ssim(restored, sharp))
         ssim_b.append(_ssim(blurred, sharp))
-        gt = sample.get("mask")
         if gt is not None:
             annotated += 1
             gt_mask = np.asarray(gt).reshape(sharp.shape[-2:]) > 0.5
