@@ -103,17 +103,16 @@ def evaluate(
         blurred = np.asarray(sample["blurred"], dtype=np.float32)
         sharp = np.asarray(sample["sharp"], dtype=np.float32)
         gt = sample.get("mask")
-        if annotated_gate and gt is None:
+        gt_mask = None if gt is None else np.asarray(gt).reshape(sharp.shape[-2:]) > 0.5
+        if annotated_gate and gt_mask is None:
             raise UserError("the annotated-mask ablation needs pairs with a blur mask")
-        gate_mask = np.asarray(gt).reshape(sharp.shape[-2:]) > 0.5 if annotated_gate else None
-        restored, pred_mask = restore(model, blurred, device, zero_guide, gate_mask)
+        restored, pred_mask = restore(model, blurred, device, zero_guide, gt_mask if annotated_gate else None)
         psnr.append(peak_signal_noise_ratio(sharp, restored, data_range=1.0))
         psnr_b.append(peak_signal_noise_ratio(sharp, blurred, data_range=1.0))
         ssim.append(_ssim(restored, sharp))
         ssim_b.append(_ssim(blurred, sharp))
-        if gt is not None:
+        if gt_mask is not None:
             annotated += 1
-            gt_mask = np.asarray(gt).reshape(sharp.shape[-2:]) > 0.5
             inter += int((gt_mask & pred_mask).sum())
             union += int((gt_mask | pred_mask).sum())
             predicted += int(pred_mask.sum())

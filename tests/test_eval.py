@@ -70,6 +70,16 @@ def force_mask(model: M2AENet, blurred: bool) -> M2AENet:
     return model
 
 
+def wake_blocks(model: M2AENet) -> M2AENet:
+    """A fresh block's last BN scales are 0 (its residual is nothing): set every BN scale
+    to 0.5 so the body, and the guide it takes, change the output."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.fill_(0.5)
+    return model
+
+
 # ----------------------------------------------------------------- metrics
 
 
@@ -146,10 +156,7 @@ def test_mask_iou_against_forced_predictions(rng: np.random.Generator) -> None:
 
 def test_zero_guide_changes_only_what_the_guide_drives(rng: np.random.Generator) -> None:
     model = force_mask(randomised_tiny(4), True)
-    with torch.no_grad():  # a fresh block's last BN scales are 0: wake them so the guide matters
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.fill_(0.5)
+    wake_blocks(model)
     samples = make_samples(rng, 2)
     guided = evaluate(model, samples, progress=False)
     unguided = evaluate(model, samples, progress=False, zero_guide=True)
@@ -167,10 +174,7 @@ def test_annotated_gate_restores_under_the_annotated_mask(rng: np.random.Generat
     """The ablation gates the body with each pair's own mask, odd sizes included: the
     restored image equals the body run under that mask, and is the input outside it."""
     model = force_mask(randomised_tiny(5), True)  # its own mask would cover everything
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.fill_(0.5)
+    wake_blocks(model)
     samples = make_samples(rng, 2, h=30, w=21)
     result = evaluate(model, samples, progress=False, annotated_gate=True)
     assert result.mask_iou == 1.0 and result.mask_precision == 1.0 and result.mask_recall == 1.0
