@@ -36,6 +36,28 @@ def cpu_model(cpuinfo: Path = CPUINFO) -> str | None:
     return None
 
 
+#: (cpuinfo flag, name) from the widest vector unit down; x86 lists "flags", Arm "Features"
+SIMD_LEVELS = (("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"), ("sse4_2", "sse4.2"),
+               ("sve", "sve"), ("asimd", "neon"))
+
+
+def cpu_simd(cpuinfo: Path = CPUINFO) -> str | None:
+    """The widest vector instruction set the CPU reports (avx512, avx2, ..., neon), or None.
+
+    Pruned/dense latency ratios on the CPU depend on it: dense convs gain more from wider
+    vectors than the tiled graph's data movement does.
+    """
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    match = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.MULTILINE)
+    if match is None:
+        return None
+    flags = set(match.group(1).split())
+    return next((name for flag, name in SIMD_LEVELS if flag in flags), None)
+
+
 def _version(module: str) -> str | None:
     try:
         return str(importlib.import_module(module).__version__)
@@ -65,6 +87,7 @@ def machine_info() -> dict[str, Any]:
     detected = detect_platform()
     info: dict[str, Any] = {
         "cpu_model": cpu_model(),
+        "cpu_simd": cpu_simd(),
         "cpu_count": os.cpu_count(),
         "platform": pyplatform.platform(),
         "python": pyplatform.python_version(),

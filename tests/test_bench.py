@@ -19,7 +19,7 @@ from m2ae.benchmarks.latency import BenchConfig, BenchReport, run_benchmark
 from m2ae.benchmarks.latency_records import RECORD_FIELDS, BenchRecord, add_speedups, break_even_lines, format_table
 from m2ae.benchmarks.macs import count_macs
 from m2ae.benchmarks.masks import blob_mask
-from m2ae.benchmarks.sysinfo import PowerSampler, machine_info, parse_power_mw
+from m2ae.benchmarks.sysinfo import PowerSampler, cpu_simd, machine_info, parse_power_mw
 from m2ae.cli_args import parse_size
 from m2ae.errors import UserError
 from m2ae.export.onnx_export import model_filename
@@ -205,6 +205,23 @@ def test_machine_info_is_json_ready():
     json.dumps(info)
     assert info["cpu_count"] >= 1
     assert info["torch"] == torch.__version__
+    assert info["cpu_simd"] == cpu_simd()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 avx512f avx512bw\n", "avx512"),
+    ("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n", "avx2"),
+    ("processor\t: 0\nflags\t\t: fpu sse2\n", None),
+    ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32\nCPU part\t: 0xd42\n", "neon"),
+    ("processor\t: 0\nFeatures\t: fp asimd sve sve2\n", "sve"),
+    ("processor\t: 0\nBogoMIPS\t: 50.00\n", None),
+])
+def test_cpu_simd_reads_the_widest_vector_unit(tmp_path, text, expected):
+    """x86 `flags` and Arm (Jetson) `Features` lines; the widest listed unit wins."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text)
+    assert cpu_simd(cpuinfo) == expected
+    assert cpu_simd(tmp_path / "missing") is None
 
 
 # ---------------------------------------------------------------- config validation and CLI
