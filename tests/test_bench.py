@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -498,3 +502,22 @@ def test_bench_on_a_loaded_checkpoint_reads_no_checkpoint_file(bench_run, monkey
     assert reads == []
     machine = json.loads(report.machine_json.read_text())
     assert machine["config"]["checkpoint"] == str(loaded.path)
+
+
+def test_gpu_checks_stops_with_advice_when_m2ae_is_missing_and_no_wheels(tmp_path):
+    """On a GPU machine without m2ae and without the wheels of `gpu_wheels.sh`, the prepared
+    run names the way out instead of running every step into an import error."""
+    checkout = tmp_path / "checkout"
+    (checkout / "benchmarks").mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "benchmarks" / "gpu_checks.sh", checkout / "benchmarks")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    python3 = fake_bin / "python3"
+    python3.write_text("#!/bin/sh\nexit 1\n")  # every import fails, as where m2ae is not installed
+    python3.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(checkout / "benchmarks" / "gpu_checks.sh"), str(tmp_path / "out")],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert "gpu_wheels.sh" in result.stdout
+    assert "== kernels_build" not in result.stdout
