@@ -24,10 +24,16 @@ POWER_RAILS = ("VDD_IN", "POM_5V_IN")
 _RAIL_RE = re.compile(r"\b(" + "|".join(POWER_RAILS) + r")\s+(\d+)\s*(?:mW)?\s*/")
 
 
-def cpu_model(cpuinfo: Path = CPUINFO) -> str | None:
+def _read_cpuinfo(cpuinfo: Path) -> str | None:
     try:
-        text = cpuinfo.read_text(errors="replace")
+        return cpuinfo.read_text(errors="replace")
     except OSError:
+        return None
+
+
+def cpu_model(cpuinfo: Path = CPUINFO) -> str | None:
+    text = _read_cpuinfo(cpuinfo)
+    if text is None:
         return None
     for key in ("model name", "Hardware", "Model", "cpu model"):
         match = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
@@ -47,9 +53,8 @@ def cpu_simd(cpuinfo: Path = CPUINFO) -> str | None:
     Pruned/dense latency ratios on the CPU depend on it: dense convs gain more from wider
     vectors than the tiled graph's data movement does.
     """
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
+    text = _read_cpuinfo(cpuinfo)
+    if text is None:
         return None
     match = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.MULTILINE)
     if match is None:
