@@ -14,6 +14,9 @@ from m2ae.model.config import MASK_STEMS
 DEFAULT_REBLUR_WEIGHT = 0.2
 DEFAULT_SHARP_GATES = 0.0
 DEFAULT_PREDICTED_GATES = 0.0
+#: defaults of SyntheticConfig.max_objects and .object_scale, kept here for the same reason
+DEFAULT_MOVING_OBJECTS = 3
+DEFAULT_OBJECT_SIZE = (0.2, 0.5)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="first layers of the mask head (default: the preset's): 'unshuffle' (a 3x3 conv over "
                        "the pixel-unshuffled 1/4-resolution view) or 'conv' (a full-resolution 3x3 conv, then two "
                        "stride-2 convs: finer blur cues, about 4x the head's MACs)")
+    train.add_argument("--moving-objects", type=int, default=DEFAULT_MOVING_OBJECTS, metavar="N",
+                       help="synthetic data: up to N moving (blurred) objects per sample (default: "
+                       f"{DEFAULT_MOVING_OBJECTS}); more, with --object-size, gives the restorer more blurred "
+                       "pixels to learn from per step")
+    train.add_argument("--object-size", type=_size_range, default=DEFAULT_OBJECT_SIZE, metavar="LO,HI",
+                       help="synthetic data: side of each object as a fraction of the crop side, drawn from "
+                       f"[LO, HI] (default: {DEFAULT_OBJECT_SIZE[0]},{DEFAULT_OBJECT_SIZE[1]})")
     train.add_argument("--still-objects", type=int, default=0, metavar="N",
                        help="synthetic data: up to N still (sharp) objects per sample besides the moving ones, so "
                        "the mask head learns to find blur, not pasted shapes (default: 0)")
@@ -115,6 +125,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_eval)
 
 
+def _size_range(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    try:
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two fractions LO,HI such as 0.3,0.6, got {text!r}") from None
+    return low, high
+
+
 def _train(args: argparse.Namespace) -> int:
     from m2ae.model.gates import GateAugment
     from m2ae.model.losses import LossWeights
@@ -124,7 +143,7 @@ def _train(args: argparse.Namespace) -> int:
         preset=args.preset, data=args.data, steps=args.steps, out=args.out, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
         mask_context=args.mask_context, mask_stem=args.mask_stem, mask_channels=args.mask_channels, still_objects=args.still_objects,
-        recolour=args.recolour, defocus=args.defocus, procedural=args.procedural, pictures=args.pictures, only_mask_head=args.only_mask_head,
+        moving_objects=args.moving_objects, object_size=args.object_size, recolour=args.recolour, defocus=args.defocus, procedural=args.procedural, pictures=args.pictures, only_mask_head=args.only_mask_head,
         data_workers=args.data_workers,
         loss=dataclasses.replace(LossWeights(), reblur=args.reblur_weight),
         gates=dataclasses.replace(GateAugment(), probability=args.sharp_gates, predicted=args.predicted_gates),

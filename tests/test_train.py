@@ -23,6 +23,7 @@ from m2ae.errors import UserError
 from m2ae.imageio import read_image
 from m2ae.model.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint, save_checkpoint, shipped_path
 from m2ae.model.config import get_preset
+from m2ae.model.data.synthetic import SyntheticConfig
 from m2ae.model.evaluate import STRIP_GAP
 from m2ae.model.gates import GateAugment, random_boxes, training_gate, with_prediction
 from m2ae.model.heads import ConvMaskHead
@@ -140,6 +141,8 @@ def test_cli_defaults_match_the_dataclasses() -> None:
     assert commands.DEFAULT_REBLUR_WEIGHT == LossWeights().reblur
     assert commands.DEFAULT_SHARP_GATES == GateAugment().probability
     assert commands.DEFAULT_PREDICTED_GATES == GateAugment().predicted
+    assert commands.DEFAULT_MOVING_OBJECTS == TrainConfig().moving_objects == SyntheticConfig().max_objects
+    assert commands.DEFAULT_OBJECT_SIZE == TrainConfig().object_size == SyntheticConfig().object_scale
 
 
 def test_bad_gate_and_loss_settings_are_user_errors() -> None:
@@ -484,6 +487,34 @@ def test_mask_stem_and_still_objects_reach_the_network_and_the_data(tmp_path: Pa
         small_run(tmp_path / "bad", data=str(tmp_path), still_objects=1)
     with pytest.raises(UserError, match="--recolour applies to --data synthetic"):
         small_run(tmp_path / "bad", data=str(tmp_path), recolour=True)
+
+
+def test_busier_scenes_reach_the_data_and_blur_more_of_each_crop(tmp_path: Path) -> None:
+    # The point of the two flags: a larger blurred share per crop, so more restoration signal per step.
+    plain = make_source(small_run(tmp_path, crop=96))
+    busy = make_source(small_run(tmp_path, crop=96, moving_objects=8, object_size=(0.3, 0.6)))
+    assert busy.config.max_objects == 8 and busy.config.object_scale == (0.3, 0.6)
+    assert plain.config.max_objects == 3 and plain.config.object_scale == (0.2, 0.5)
+    share = {name: float(torch.cat([src.batch(step, 0, 1)["mask"] for step in range(4)]).mean())
+             for name, src in (("plain", plain), ("busy", busy))}
+    assert share["busy"] > 1.5 * share["plain"]
+    for bad, message in (({"moving_objects": 0}, "--moving-objects must be 1 or more"),
+                         ({"object_size": (0.6, 0.3)}, "--object-size must be two fractions"),
+                         ({"object_size": (0.0, 0.5)}, "--object-size must be two fractions"),
+                         ({"data": str(tmp_path), "moving_objects": 5}, "--moving-objects applies to --data synthetic"),
+                         ({"data": str(tmp_path), "object_size": (0.3, 0.6)}, "--object-size applies to --data synthetic")):
+        with pytest.raises(UserError, match=message):
+            small_run(tmp_path / "bad", **bad)
+
+
+def test_object_size_flag_is_parsed_or_refused_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from m2ae.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--out", "x", "--moving-objects", "8", "--object-size", "0.3,0.6"])
+    assert args.moving_objects == 8 and args.object_size == (0.3, 0.6)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--out", "x", "--object-size", "0.3"])
+    assert "expected two fractions LO,HI" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ fine-tune
