@@ -40,6 +40,7 @@ class ModelInfo:
     receptive_field: int | None = None
     threshold: float | None = None
     mask_dilation: int | None = None
+    mask_opening: int | None = None
     opset: int | None = None
     #: tile side per U-Net scale of the pruned variants
     tiles: tuple[int, ...] | None = None
@@ -68,6 +69,7 @@ class ModelInfo:
             "m2ae.preset": self.preset,
             "m2ae.threshold": None if self.threshold is None else repr(self.threshold),
             "m2ae.mask_dilation": self.mask_dilation,
+            "m2ae.mask_opening": self.mask_opening,
             "m2ae.opset": self.opset,
             "m2ae.multiple": self.multiple,
             "m2ae.min_size": self.min_size,
@@ -108,6 +110,7 @@ class ModelInfo:
             receptive_field=reader.positive_int("m2ae.receptive_field", default=None),
             threshold=reader.number("m2ae.threshold"),
             mask_dilation=reader.natural_int("m2ae.mask_dilation"),
+            mask_opening=reader.natural_int("m2ae.mask_opening"),
             opset=reader.positive_int("m2ae.opset", default=None),
             tiles=reader.int_list("m2ae.tiles"),
             dense_above=reader.number("m2ae.dense_above"),

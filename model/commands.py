@@ -66,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="first layers of the mask head (default: the preset's): 'unshuffle' (a 3x3 conv over "
                        "the pixel-unshuffled 1/4-resolution view) or 'conv' (a full-resolution 3x3 conv, then two "
                        "stride-2 convs: finer blur cues, about 4x the head's MACs)")
+    train.add_argument("--mask-opening", type=int, metavar="N",
+                       help="open the inference mask by N pixels before its dilation (erode, then dilate): marks "
+                       "narrower than 2N+1 pixels go, so scattered false alarms wake no tiles of the pruned body "
+                       "(default: the preset's or the --init checkpoint's, 0 for tiny). Applies to the mask the "
+                       "predicted gates use in training, to the threshold calibration and to inference")
     train.add_argument("--moving-objects", type=int, default=DEFAULT_MOVING_OBJECTS, metavar="N",
                        help="synthetic data: up to N moving (blurred) objects per sample (default: "
                        f"{DEFAULT_MOVING_OBJECTS}); more, with --object-size, gives the restorer more blurred "
@@ -142,7 +147,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         preset=args.preset, data=args.data, steps=args.steps, out=args.out, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, teacher_forcing=args.teacher_forcing, ckpt_every=args.ckpt_every, val_every=args.val_every,
-        mask_context=args.mask_context, mask_stem=args.mask_stem, mask_channels=args.mask_channels, still_objects=args.still_objects,
+        mask_context=args.mask_context, mask_stem=args.mask_stem, mask_opening=args.mask_opening, mask_channels=args.mask_channels, still_objects=args.still_objects,
         moving_objects=args.moving_objects, object_size=args.object_size, recolour=args.recolour, defocus=args.defocus, procedural=args.procedural, pictures=args.pictures, only_mask_head=args.only_mask_head,
         data_workers=args.data_workers,
         loss=dataclasses.replace(LossWeights(), reblur=args.reblur_weight),

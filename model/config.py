@@ -55,6 +55,10 @@ class M2AEConfig:
     #: inference mask: p_blur > threshold, then dilated by this many pixels
     threshold: float = 0.5
     mask_dilation: int = 0
+    #: before the dilation, the mask is opened by this many pixels (eroded, then dilated):
+    #: marks narrower than 2 * mask_opening + 1 go. The head's false alarms are scattered
+    #: specks, each of which wakes a whole tile of the pruned body; 0 keeps every mark
+    mask_opening: int = 0
     #: RepVGG-style 1x1 and identity branches with BN in training (folded for export)
     rep_branches: bool = True
 
@@ -67,6 +71,7 @@ class M2AEConfig:
             _require_int(name, getattr(self, name), 1)
         _require_int("num_scales", self.num_scales, 2)
         _require_int("mask_dilation", self.mask_dilation, 0)
+        _require_int("mask_opening", self.mask_opening, 0)
         _require_int("mask_context", self.mask_context, 0)
         for name, count in (("enc_blocks", self.num_scales), ("dec_blocks", self.num_scales - 1)):
             blocks = getattr(self, name)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from m2ae.errors import UserError
 from m2ae.imageio import rgb_panel
-from m2ae.model.heads import blur_probability, dilate
+from m2ae.model.heads import blur_probability, gate_morphology
 from m2ae.model.network import GATE_PREDICTED, M2AENet
 from m2ae.padding import crop_to, pad_to_multiple
 
@@ -161,8 +161,9 @@ def calibrate_threshold(
         gt = np.asarray(sample["mask"]).reshape(np.asarray(sample["blurred"]).shape[-2:]) > 0.5
         image = torch.from_numpy(pad_to_multiple(np.asarray(sample["blurred"], dtype=np.float32), model.config.multiple))
         height, width = gt.shape
-        # Dilating p_blur then thresholding equals the inference mask (threshold, then dilate).
-        p_blur = dilate(blur_probability(model.mask_head(image[None].to(device))), model.config.mask_dilation)
+        # Opening and dilating p_blur, then thresholding, equals the inference mask (threshold, then open and dilate).
+        p_blur = gate_morphology(blur_probability(model.mask_head(image[None].to(device))), model.config.mask_opening,
+                                 model.config.mask_dilation)
         p_blur = p_blur[0, 0, :height, :width].cpu().numpy()
         for i, threshold in enumerate(grid):
             pred = p_blur > threshold

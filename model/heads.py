@@ -164,9 +164,28 @@ def blur_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=1)[:, 1:2]
 
 
-def hard_mask(logits: torch.Tensor, threshold: float, dilation: int) -> torch.Tensor:
-    """The inference gate: ``p_blur > threshold``, dilated by ``dilation`` pixels, as 0/1 float."""
-    return dilate((blur_probability(logits) > threshold).to(logits.dtype), dilation)
+def hard_mask(logits: torch.Tensor, threshold: float, dilation: int, opening: int = 0) -> torch.Tensor:
+    """The inference gate: ``p_blur > threshold``, opened by ``opening`` pixels, then dilated
+    by ``dilation`` pixels, as 0/1 float (``gate_morphology`` of the thresholded map)."""
+    return gate_morphology((blur_probability(logits) > threshold).to(logits.dtype), opening, dilation)
+
+
+def gate_morphology(maps: torch.Tensor, opening: int, dilation: int) -> torch.Tensor:
+    """``maps`` opened by ``opening`` pixels (eroded, then dilated), then dilated by ``dilation``.
+
+    Flat erosion and dilation commute with a threshold, so this applied to p_blur and
+    then thresholded gives the same mask as ``hard_mask`` (``calibrate_threshold`` uses that).
+    The two dilations are one max-pool of radius ``opening + dilation``.
+    """
+    return dilate(erode(maps, opening), opening + dilation)
+
+
+def erode(maps: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Min over a (2*pixels+1)^2 window of [N,C,H,W] maps, the window clipped to the image
+    (the image border erodes nothing); identity for pixels == 0."""
+    if pixels <= 0:
+        return maps
+    return -F.max_pool2d(-maps, 2 * pixels + 1, stride=1, padding=pixels)
 
 
 def dilate(maps: torch.Tensor, pixels: int) -> torch.Tensor:

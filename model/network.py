@@ -70,7 +70,7 @@ class M2AENet(nn.Module):
         if self.training:
             # Hard Gumbel-softmax, straight-through: 0/1 forward, soft gradients back.
             return F.gumbel_softmax(logits, tau=tau, hard=True, dim=1)[:, 1:2]
-        return hard_mask(logits, self.config.threshold, self.config.mask_dilation)
+        return hard_mask(logits, self.config.threshold, self.config.mask_dilation, self.config.mask_opening)
 
     def forward(self, blurred: torch.Tensor, gate: torch.Tensor | str = GATE_PREDICTED, tau: float = 1.0) -> M2AEOutput:
         logits = self.mask_head(blurred)

@@ -312,9 +312,10 @@ class MaskHead(nn.Module):
         self.mask_head = deployed.mask_head
         self.threshold = deployed.config.threshold
         self.dilation = deployed.config.mask_dilation
+        self.opening = deployed.config.mask_opening
 
     def forward(self, image: Tensor) -> Tensor:
-        return hard_mask(self.mask_head(image), self.threshold, self.dilation)
+        return hard_mask(self.mask_head(image), self.threshold, self.dilation, self.opening)
 
 
 def tile_occupancy(mask: Tensor, tile: int) -> Tensor:
@@ -363,6 +364,7 @@ def checkpoint_info(loaded: LoadedCheckpoint, variant: str, pruning: PruningConf
         receptive_field=receptive_field(config),
         threshold=config.threshold,
         mask_dilation=config.mask_dilation,
+        mask_opening=config.mask_opening,
         opset=opset,
         tiles=None if pruning is None else tuple(pruning.tile(s) for s in range(config.num_scales)),
         dense_above=None if pruning is None else pruning.dense_above,

@@ -109,8 +109,10 @@ def mask_logits_footprint(config: M2AEConfig) -> Footprint:
 
 
 def mask_footprint(config: M2AEConfig) -> Footprint:
-    """The inference gate: the logits' softmax, a threshold, then ``mask_dilation`` pixels of max-pool."""
-    return mask_logits_footprint(config).conv(2 * config.mask_dilation + 1)
+    """The inference gate: the logits' softmax, a threshold, an opening of ``mask_opening``
+    pixels (a min-pool, then a max-pool), then ``mask_dilation`` pixels of max-pool."""
+    opening = config.mask_opening
+    return mask_logits_footprint(config).conv(2 * opening + 1).conv(2 * (opening + config.mask_dilation) + 1)
 
 
 def guide_footprint(config: M2AEConfig, scale: int) -> Footprint:

@@ -63,6 +63,9 @@ class TrainConfig:
     mask_context: int | None = None
     #: the mask head's stem (``M2AEConfig.mask_stem``); None keeps the preset's
     mask_stem: str | None = None
+    #: the inference mask's opening (``M2AEConfig.mask_opening``); None keeps the preset's or
+    #: the ``init`` checkpoint's. No weights depend on it, so a fine-tune may change it
+    mask_opening: int | None = None
     #: the mask head's channels (``M2AEConfig.mask_channels``); None keeps the preset's
     mask_channels: int | None = None
     #: synthetic data: up to this many moving objects per sample. At the generator's 3 (sides
@@ -144,6 +147,8 @@ def model_config_of(config: TrainConfig, init: M2AEConfig | None = None) -> M2AE
             raise UserError(f"{flag}: the --init checkpoint's mask head has {name.replace('_', ' ')} "
                             f"{getattr(model_config, name)}; a fine-tune keeps its network "
                             "(but for --only-mask-head, which may replace the head)")
+    if config.mask_opening is not None:
+        overrides["mask_opening"] = config.mask_opening
     try:
         return dataclasses.replace(model_config, **overrides)
     except ValueError as exc:
@@ -506,7 +511,8 @@ def _train_step(run: _Run, step: int, batch: dict[str, torch.Tensor]) -> _StepRe
         model_config = run.model_config
         gate = with_prediction(
             training_gate(batch["mask"], config.gates),
-            lambda: hard_mask(run.model.mask_head(batch["blurred"]), model_config.threshold, model_config.mask_dilation),
+            lambda: hard_mask(run.model.mask_head(batch["blurred"]), model_config.threshold, model_config.mask_dilation,
+                              model_config.mask_opening),
             config.gates)
     with _autocast(run.device):
         output = run.net(batch["blurred"], gate=gate, tau=config.gumbel_tau)

@@ -406,6 +406,39 @@ def test_conv_mask_head_exports_exactly(tmp_path: Path) -> None:
             assert all(inits[name].data_type == TensorProto.FLOAT for name in node.input[1:]), node.name
 
 
+@pytest.mark.slow
+def test_mask_opening_exports_exactly(tmp_path: Path) -> None:
+    """``mask_opening`` in every variant's mask graph: fp32 and fp16 ONNX Runtime masks equal
+    torch's, and the opening removes marks the plain mask has; the metadata records it."""
+    import dataclasses
+
+    from factories import one_torch_thread, perturbed_model
+
+    from m2ae.model.checkpoint import save_checkpoint
+    from m2ae.model_info import ModelInfo
+
+    config = dataclasses.replace(SMALL_CONFIG, mask_opening=1)
+    model = perturbed_model(config, seed=3)
+    checkpoint = save_checkpoint(tmp_path / "open.pt", {"config": config.to_dict(), "step": 1, "model": model.state_dict()})
+    with one_torch_thread():
+        export_models(ExportConfig(checkpoint=checkpoint, out=tmp_path / "onnx", precisions=("fp32", "fp16"),
+                                   progress=False))
+    image = images(2, 32, 48, seed=5)
+    with torch.no_grad():
+        ref_restored, ref_mask = (t.numpy() for t in DenseGraph(model)(torch.from_numpy(image), None))
+        model.config = dataclasses.replace(config, mask_opening=0)
+        _, plain_mask = (t.numpy() for t in DenseGraph(model)(torch.from_numpy(image), None))
+    assert 0 < ref_mask.sum() < plain_mask.sum(), "the opening should remove some marks for this test to mean much"
+    for variant in VARIANTS:
+        for precision in ("fp32", "fp16"):
+            path = tmp_path / "onnx" / model_filename(variant, precision, False)
+            out = OnnxRuntimeEngine(path, threads=1).infer(image)
+            np.testing.assert_array_equal(out.mask, ref_mask, err_msg=f"{variant} {precision}")
+            if precision == "fp32":
+                assert np.abs(out.restored - ref_restored).max() <= TOL, variant
+            assert ModelInfo.from_onnx(onnx.load(path), path).mask_opening == 1
+
+
 def synthetic_images(count: int, size: int) -> np.ndarray:
     """Held-out synthetic blurred images: the distribution int8 calibration sees."""
     from m2ae.model.data.synthetic import SyntheticConfig, make_sample

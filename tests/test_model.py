@@ -15,7 +15,7 @@ from torch import nn
 
 from m2ae.errors import UserError
 from m2ae.model.config import PRESETS, M2AEConfig, get_preset
-from m2ae.model.heads import blur_probability, reblur
+from m2ae.model.heads import blur_probability, dilate, erode, gate_morphology, hard_mask, reblur
 from m2ae.model.layers import RepConv3x3
 from m2ae.model.losses import LossWeights, fft_l1, m2ae_loss, mask_bce, mask_iou
 from m2ae.model.network import GATE_ONES, GATE_PREDICTED, M2AENet
@@ -161,6 +161,65 @@ def test_pass_through_with_predicted_gate_in_eval() -> None:
     assert torch.equal(out.mask, (p_blur > model.config.threshold).float())
     assert 0.3 < out.mask.mean().item() < 0.7
     assert_pass_through(blurred, out.restored, out.mask)
+
+
+def _logits_from_probability(p_blur: torch.Tensor) -> torch.Tensor:
+    """Two logits whose softmax gives ``p_blur`` [N,1,H,W] as the blur probability."""
+    return torch.cat([torch.zeros_like(p_blur), torch.logit(p_blur.clamp(1e-4, 1 - 1e-4))], dim=1)
+
+
+def test_mask_opening_removes_specks_and_keeps_blobs() -> None:
+    p_blur = torch.full((1, 1, 40, 48), 0.1)
+    p_blur[..., 10:22, 14:30] = 0.9  # a blob, 12 x 16
+    p_blur[..., 0:6, 40:48] = 0.9  # a blob touching two image borders
+    p_blur[..., 30, 5] = 0.9  # specks: one pixel, and a bar 3 wide
+    p_blur[..., 28:38, 40:43] = 0.9
+    logits = _logits_from_probability(p_blur)
+    blobs = torch.zeros_like(p_blur)
+    blobs[..., 10:22, 14:30] = 1
+    blobs[..., 0:6, 40:48] = 1
+    assert torch.equal(hard_mask(logits, 0.5, 0), (p_blur > 0.5).float())
+    assert torch.equal(hard_mask(logits, 0.5, 0, opening=2), blobs)
+    assert torch.equal(hard_mask(logits, 0.5, 1, opening=2), dilate(blobs, 1))
+    # radius 1 (a 3x3 window) removes the pixel and keeps the 3-wide bar whole
+    opened = hard_mask(logits, 0.5, 0, opening=1)
+    assert opened[0, 0, 30, 5] == 0 and opened[0, 0, 28:38, 40:43].all() and opened.sum() == blobs.sum() + 30
+
+
+def test_gate_morphology_commutes_with_the_threshold() -> None:
+    p_blur = torch.rand(2, 1, 33, 41, generator=torch.Generator().manual_seed(8))
+    logits = _logits_from_probability(p_blur)
+    for opening, dilation in ((0, 0), (1, 0), (2, 1), (3, 2)):
+        for threshold in (0.3, 0.5, 0.8):
+            expected = hard_mask(logits, threshold, dilation, opening)
+            assert torch.equal((gate_morphology(blur_probability(logits), opening, dilation) > threshold).float(),
+                               expected), (opening, dilation, threshold)
+    assert torch.equal(erode(p_blur, 0), p_blur)
+    # erosion is a min over the window clipped to the image
+    np.testing.assert_array_equal(erode(p_blur, 1)[0, 0, 0, 0].item(), p_blur[0, 0, :2, :2].min().item())
+
+
+def test_predicted_gate_uses_the_configured_opening() -> None:
+    model = tiny_net().eval()
+    blurred = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        logits = model(blurred, gate=GATE_ONES).mask_logits
+    threshold = float(blur_probability(logits).quantile(0.7))
+    model.config = dataclasses.replace(model.config, threshold=threshold, mask_opening=1)
+    with torch.no_grad():
+        out = model(blurred)
+    plain = hard_mask(logits, threshold, 0)
+    assert torch.equal(out.mask, hard_mask(logits, threshold, 0, opening=1))
+    assert 0 < out.mask.sum() < plain.sum()
+    assert_pass_through(blurred, out.restored, out.mask)
+
+
+def test_mask_opening_is_checked_and_old_configs_load_without_it() -> None:
+    with pytest.raises(ValueError, match="mask_opening"):
+        dataclasses.replace(tiny_net().config, mask_opening=-1)
+    data = tiny_net().config.to_dict()
+    del data["mask_opening"]
+    assert M2AEConfig.from_dict(data).mask_opening == 0
 
 
 def test_predicted_gate_dilation_matches_hand_dilation() -> None:

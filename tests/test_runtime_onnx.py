@@ -143,7 +143,7 @@ def test_torch_engine_takes_a_loaded_checkpoint_and_knows_what_an_export_records
     assert isinstance(pruned, TorchEngine) and pruned.name == str(models.checkpoint)
     assert (pruned.info.variant, dense.info.variant) == ("pruned", "dense")
     for engine, onnx_engine in ((pruned, exported["plugin"]), (dense, exported["dense"])):
-        for field in ("multiple", "min_size", "preset", "receptive_field", "threshold", "mask_dilation", "tiles",
+        for field in ("multiple", "min_size", "preset", "receptive_field", "threshold", "mask_dilation", "mask_opening", "tiles",
                       "dense_above", "blocks_per_gather", "checkpoint_sha256"):
             assert getattr(engine.info, field) == getattr(onnx_engine.info, field), field
     assert pruned.min_size == CONFIG.min_size and pruned.info.receptive_field is not None

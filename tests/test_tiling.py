@@ -19,7 +19,7 @@ from m2ae.export.onnx_export import model_filename
 from m2ae.model.config import PRESETS, M2AEConfig
 from m2ae.model.heads import HEAD_STRIDE
 from m2ae.model.network import GATE_ONES, M2AENet
-from m2ae.model.receptive_field import mask_logits_footprint, receptive_field, restored_footprint
+from m2ae.model.receptive_field import mask_footprint, mask_logits_footprint, receptive_field, restored_footprint
 from m2ae.model_info import ModelInfo
 from m2ae.runtime import tiling
 from m2ae.runtime.base import Engine, EngineOutputs, open_engine
@@ -117,6 +117,10 @@ def test_receptive_field_grows_with_blocks_and_dilation() -> None:
     assert receptive_field(wider) == receptive_field(CONFIG) + 2 * 2 * 4
     dilated = dataclasses.replace(CONFIG, mask_dilation=40)
     assert receptive_field(dilated) > mask_logits_footprint(CONFIG).radius + 40 > receptive_field(CONFIG)
+    # an opening of r pixels reaches r for the erosion and r more for the dilation
+    opened = dataclasses.replace(CONFIG, mask_opening=20, mask_dilation=1)
+    assert mask_footprint(opened).radius == mask_logits_footprint(CONFIG).radius + 20 + 21
+    assert receptive_field(opened) > mask_logits_footprint(CONFIG).radius + 41 > receptive_field(CONFIG)
 
 
 def test_every_engine_knows_the_receptive_field(models: Models) -> None:

@@ -577,6 +577,19 @@ def test_a_fine_tune_resumes_after_its_init_file_moved(finished_run: Path, tmp_p
     assert train(small_run(run, steps=2, ckpt_every=1, init=str(init)), resume=True, progress=False).step == 2
 
 
+def test_mask_opening_is_set_by_a_run_and_may_change_in_a_fine_tune(finished_run: Path, tmp_path: Path) -> None:
+    start = load_checkpoint(finished_run / FINAL)
+    assert start.config.mask_opening == 0
+    train(small_run(tmp_path / "opened", steps=1, ckpt_every=1, lr=1e-12, mask_opening=2, init=str(finished_run / FINAL),
+                    gates=GateAugment(predicted=1.0)), progress=False)
+    opened = load_checkpoint(tmp_path / "opened" / FINAL)
+    assert opened.config.mask_opening == 2
+    assert dataclasses.replace(opened.config, mask_opening=0, threshold=start.config.threshold) == start.config
+    with pytest.raises(UserError, match="--mask-opening -1: mask_opening must be an integer, 0 or more"):
+        train(small_run(tmp_path / "bad", mask_opening=-1), progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_init_keeps_the_checkpoint_network(finished_run: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="preset 'tiny', not 'base'"):
         train(small_run(tmp_path / "a", preset="base", init=str(finished_run / FINAL)), progress=False)
