@@ -352,9 +352,11 @@ def test_shipped_tiny_checkpoint_loads() -> None:
     assert shipped_path("tiny").is_file(), f"{shipped_path('tiny')} is not installed"
     assert shipped_path("tiny").stat().st_size < 10 * 2**20
     loaded = load_checkpoint("tiny", expect_preset="tiny")
-    # The preset's shape, with the mask threshold training calibrated.
+    # The preset's shape, with the mask threshold training calibrated and the README
+    # recipe's mask opening (its last run sets --mask-opening 2).
     preset = get_preset("tiny")
-    assert dataclasses.replace(loaded.config, threshold=preset.threshold) == preset
+    assert dataclasses.replace(loaded.config, threshold=preset.threshold, mask_opening=preset.mask_opening) == preset
+    assert loaded.config.mask_opening == 2
     assert 0.0 < loaded.config.threshold < 1.0
     assert not loaded.model.training
     with torch.no_grad():
