@@ -7,6 +7,7 @@ precision, with and without a mask input) are shared by every test.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from m2ae.errors import UserError
 from m2ae.export.onnx_export import ExportConfig, export_models, model_filename
 from m2ae.export.precision import INT8_OPSET
 from m2ae.model.checkpoint import load_checkpoint
+from m2ae.model.config import M2AEConfig
+from m2ae.model.network import M2AENet
 from m2ae.model.pruned import DenseGraph, PrunedM2AE, PruningOptions
 from m2ae.runtime.onnx_engine import OnnxRuntimeEngine
 from m2ae.trt_plugins import DOMAIN, GATHER_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER_OP
@@ -372,24 +375,29 @@ def test_fp32_parity_predicted_mask(exported: Exported, n: int, height: int, wid
         assert diff <= TOL, f"{name}: max abs {diff} vs torch dense"
 
 
+def _export_fp32_fp16(config: M2AEConfig, tmp_path: Path) -> M2AENet:
+    """A perturbed model of ``config``, saved and exported (fp32 and fp16, every variant)
+    to ``tmp_path / "onnx"``; returns the model."""
+    from factories import one_torch_thread, perturbed_model
+
+    from m2ae.model.checkpoint import save_checkpoint
+
+    model = perturbed_model(config, seed=3)
+    checkpoint = save_checkpoint(tmp_path / "model.pt", {"config": config.to_dict(), "step": 1, "model": model.state_dict()})
+    with one_torch_thread():
+        export_models(ExportConfig(checkpoint=checkpoint, out=tmp_path / "onnx", precisions=("fp32", "fp16"),
+                                   progress=False))
+    return model
+
+
 @pytest.mark.slow
 def test_conv_mask_head_exports_exactly(tmp_path: Path) -> None:
     """The conv mask head (``mask_stem="conv"``, a context level) through every variant:
     fp32 ONNX Runtime against torch, mask and restored image; fp16 keeps it float32."""
-    import dataclasses
-
-    from factories import one_torch_thread, perturbed_model
-
-    from m2ae.model.checkpoint import save_checkpoint
     from m2ae.model.heads import ConvMaskHead
 
-    config = dataclasses.replace(SMALL_CONFIG, mask_stem="conv", mask_context=1)
-    model = perturbed_model(config, seed=3)
+    model = _export_fp32_fp16(dataclasses.replace(SMALL_CONFIG, mask_stem="conv", mask_context=1), tmp_path)
     assert isinstance(model.mask_head, ConvMaskHead)
-    checkpoint = save_checkpoint(tmp_path / "conv.pt", {"config": config.to_dict(), "step": 1, "model": model.state_dict()})
-    with one_torch_thread():
-        export_models(ExportConfig(checkpoint=checkpoint, out=tmp_path / "onnx", precisions=("fp32", "fp16"),
-                                   progress=False))
     image = images(2, 32, 48, seed=5)
     with torch.no_grad():
         ref_restored, ref_mask = (t.numpy() for t in DenseGraph(model)(torch.from_numpy(image), None))
@@ -410,19 +418,10 @@ def test_conv_mask_head_exports_exactly(tmp_path: Path) -> None:
 def test_mask_opening_exports_exactly(tmp_path: Path) -> None:
     """``mask_opening`` in every variant's mask graph: fp32 and fp16 ONNX Runtime masks equal
     torch's, and the opening removes marks the plain mask has; the metadata records it."""
-    import dataclasses
-
-    from factories import one_torch_thread, perturbed_model
-
-    from m2ae.model.checkpoint import save_checkpoint
     from m2ae.model_info import ModelInfo
 
     config = dataclasses.replace(SMALL_CONFIG, mask_opening=1)
-    model = perturbed_model(config, seed=3)
-    checkpoint = save_checkpoint(tmp_path / "open.pt", {"config": config.to_dict(), "step": 1, "model": model.state_dict()})
-    with one_torch_thread():
-        export_models(ExportConfig(checkpoint=checkpoint, out=tmp_path / "onnx", precisions=("fp32", "fp16"),
-                                   progress=False))
+    model = _export_fp32_fp16(config, tmp_path)
     image = images(2, 32, 48, seed=5)
     with torch.no_grad():
         ref_restored, ref_mask = (t.numpy() for t in DenseGraph(model)(torch.from_numpy(image), None))
