@@ -15,8 +15,11 @@ a tile is active when any of its pixels is masked. Each group of masked blocks
 Only the scale-0 tiles reach the output, so scale 0 and the decoder's scale 1 build no
 feature map at all (``PrunedBody``): they run on those tiles, and the last stage writes
 ``blurred + m * proj(x)`` into the image; pixels outside active tiles are the input
-untouched. Tile ids come from a max-pool of the mask and ``NonZero``: no cumulative
-sums, no zero-size constants.
+untouched. With a scale-1 tile of half the scale-0 side, the encoder's scale 1 runs on
+the scale-0 tiles too, from their down layer: no gather of its own. The motion guide
+(1/4 resolution) is gathered there and upsampled on the tiles (``upsampled_gather``):
+no full-resolution guide is built. Tile ids come from a max-pool of the mask and
+``NonZero``: no cumulative sums, no zero-size constants.
 
 ``PrunedM2AE`` also applies the two shortcuts the exported graph takes: an all-sharp
 frame skips the body, and a frame whose active-tile share at scale 0 exceeds
@@ -28,6 +31,7 @@ any mask.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +40,7 @@ from torch import Tensor, nn
 
 from m2ae import __version__
 from m2ae.model.checkpoint import LoadedCheckpoint
-from m2ae.model.heads import guide_at_scale, hard_mask
+from m2ae.model.heads import HEAD_STRIDE, guide_at_scale, hard_mask
 from m2ae.model.layers import centre, valid_conv
 from m2ae.model.network import M2AENet, scale_mask
 from m2ae.model.receptive_field import receptive_field
@@ -55,12 +59,13 @@ class PruningConfig:
     """How the pruned forward cuts the work.
 
     ``tiles`` holds the tile side per U-Net scale (the last entry repeats for deeper
-    scales). ``dense_above`` is the share of active scale-0 tiles above which the dense
-    body runs instead: measured per backend (``m2ae bench``), stored in the exported
-    model's metadata. The defaults are the ``tiny`` preset's.
+    scales); a scale-1 side of half the scale-0 side runs the scale-1 encoder on the
+    scale-0 tiles (``PrunedBody``). ``dense_above`` is the share of active scale-0 tiles
+    above which the dense body runs instead: measured per backend (``m2ae bench``),
+    stored in the exported model's metadata. The defaults are the ``tiny`` preset's.
     """
 
-    tiles: tuple[int, ...] = (32, 32, 16)
+    tiles: tuple[int, ...] = (32, 16, 16)
     dense_above: float = 0.35
     #: most blocks a stage at scale >= 1 runs between one gather and one scatter: each
     #: block widens the halo by 2, which costs more than a gather on a small deep map
@@ -80,6 +85,8 @@ class PruningConfig:
 
 #: Per preset, chosen with ONNX Runtime on 2 CPU threads (`m2ae bench --dense-above 1`):
 #: tiny at 1024^2, base at 512^2, where a deep 4-block bottleneck pays for a gather per block.
+#: tiny's fused scale 1 (16 = 32/2) took 0.93x the time of 32 at 10% blur (1 thread); for
+#: base, whose two scale-1 blocks widen the scale-0 halo from 11 to 13, it did not pay.
 PRESET_PRUNING: dict[str, PruningConfig] = {
     "tiny": PruningConfig(),
     "base": PruningConfig(tiles=(48, 16, 8, 8), dense_above=0.3, blocks_per_gather=1),
@@ -139,6 +146,61 @@ def tile_inside(tiles: Tensor, like: Tensor, tile: int, halo: int) -> Tensor:
     return (inside_y.unsqueeze(2) & inside_x.unsqueeze(1)).unsqueeze(1).to(like.dtype)
 
 
+def _coarse_halo(tile: int, halo: int, factor: int) -> int:
+    """Coarse pixels beyond a tile (side ``tile // factor`` at the coarse scale) that a
+    ``factor``-times bilinear upsampling (half-pixel) reads for the tile and ``halo``."""
+    first = math.floor((0.5 - halo) / factor - 0.5)
+    last = math.floor((tile + halo - 0.5) / factor - 0.5) + 1
+    return max(-first, last - (tile // factor - 1), 0)
+
+
+def upsampled_gather(coarse: Tensor, tiles: Tensor, tile: int, halo: int, factor: int) -> Tensor:
+    """``masked_gather(upsample(coarse), tiles, tile, halo)``, computed at the coarse scale.
+
+    ``upsample`` is the bilinear (half-pixel) resize by ``factor`` that ``guide_at_scale``
+    does, which clamps at the image border. The coarse map is edge-padded by whole tiles
+    (so that clamp becomes real pixels and the tile grid stays aligned: the ids move by the
+    padding), the coarse tiles are gathered with the halo the resize reads, upsampled,
+    and cropped. Equal to the dense form inside the image up to float rounding; beyond
+    the image the values differ (the dense gather zero-fills), and no masked block reads
+    them there (its hidden map is zeroed outside the image and its mask is 0). This moves
+    1/factor^2 of the data: the full-resolution guide is never built.
+    """
+    coarse_tile = tile // factor
+    coarse_halo = _coarse_halo(tile, halo, factor)
+    pad_tiles = -(-coarse_halo // coarse_tile)
+    padded = F.pad(coarse, [pad_tiles * coarse_tile] * 4, mode="replicate")
+    rows = (coarse.shape[2] + coarse_tile - 1) // coarse_tile
+    cols = (coarse.shape[3] + coarse_tile - 1) // coarse_tile
+    ids = tiles.long()
+    image, ty, tx = ids // (rows * cols), (ids // cols) % rows, ids % cols
+    padded_cols = cols + 2 * pad_tiles
+    moved = (image * (rows + 2 * pad_tiles) + ty + pad_tiles) * padded_cols + tx + pad_tiles
+    window = masked_gather(padded, moved.to(torch.int32), coarse_tile, coarse_halo)
+    fine = F.interpolate(window, scale_factor=float(factor), mode="bilinear", align_corners=False)
+    start, size = factor * coarse_halo - halo, tile + 2 * halo
+    return fine[..., start : start + size, start : start + size]
+
+
+class GuideTiles:
+    """The motion guide as each scale's tiles read it.
+
+    The guide lives at 1/4 resolution (``HEAD_STRIDE``); scales 0 and 1 read it upsampled,
+    so their tiles come from ``upsampled_gather`` of the 1/4 map; deeper scales gather
+    from ``guide_at_scale`` maps built once.
+    """
+
+    def __init__(self, guide: Tensor, num_scales: int) -> None:
+        self.coarse_scale = int(math.log2(HEAD_STRIDE))
+        self.coarse = guide
+        self.deep = {s: guide_at_scale(guide, s) for s in range(self.coarse_scale, num_scales)}
+
+    def gather(self, scale: int, tiles: Tensor, tile: int, halo: int) -> Tensor:
+        if scale in self.deep:
+            return masked_gather(self.deep[scale], tiles, tile, halo)
+        return upsampled_gather(self.coarse, tiles, tile, halo, 2 ** (self.coarse_scale - scale))
+
+
 def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, guide: Tensor, inside: Tensor) -> Tensor:
     """Masked residual blocks on a batch of tiles (features 0 beyond the image).
 
@@ -156,17 +218,19 @@ class TileStage(nn.Module):
     """The masked blocks of one scale >= 1, in groups of at most ``blocks_per_gather``:
     each group gathers the active tiles, runs, and scatters once."""
 
-    def __init__(self, blocks: nn.ModuleList, tile: int, blocks_per_gather: int) -> None:
+    def __init__(self, blocks: nn.ModuleList, scale: int, tile: int, blocks_per_gather: int) -> None:
         super().__init__()
         self.groups = nn.ModuleList(
             nn.ModuleList(blocks[i : i + blocks_per_gather]) for i in range(0, len(blocks), blocks_per_gather)
         )
+        self.scale = scale
         self.tile = tile
 
-    def forward(self, x: Tensor, guide: Tensor, mask: Tensor, tiles: Tensor) -> Tensor:
+    def forward(self, x: Tensor, guides: GuideTiles, mask: Tensor, tiles: Tensor) -> Tensor:
         for group in self.groups:
             halo = BLOCK_HALO * len(group)
-            x_t, m_t, g_t = (masked_gather(dense, tiles, self.tile, halo) for dense in (x, mask, guide))
+            x_t, m_t = (masked_gather(dense, tiles, self.tile, halo) for dense in (x, mask))
+            g_t = guides.gather(self.scale, tiles, self.tile, halo)
             inside = tile_inside(tiles, mask, self.tile, halo)
             x = masked_scatter(x, run_blocks(group, x_t, m_t, g_t, inside), tiles)
         return x
@@ -180,9 +244,14 @@ class PrunedBody(nn.Module):
     scale-0 tiles:
 
     * its encoder stage runs on image tiles with a halo wide enough for everything
-      scale 0 does later: stem, encoder blocks, and (kept aside as the skip) the last
-      stage's halo. The scale-1 map starts as ``stem_then_down(image)`` (one 4x4
-      stride-2 conv) with the down layer of the updated tile centres written over it;
+      scale 0 does later: stem, encoder blocks, and a ring of exact features (kept aside
+      as the skip: the last stage's halo; and, doubled, the fused scale-1 encoder's
+      halo). The scale-1 map starts as ``stem_then_down(image)`` (one 4x4 stride-2 conv)
+      with the down layer of the updated tile centres written over it;
+    * with ``fused_scale1`` (scale-1 tile side = half the scale-0 side), the scale-1
+      encoder runs on the down layer of those tiles, ring included, before that write:
+      its active tiles are the scale-0 ones (``m_1`` is a max-pool of ``m_0``), its mask
+      tiles a max-pool of the scale-0 mask tiles, so it gathers only its guide;
     * its decoder stage runs on the skip tiles plus the up layer (a 2x2 stride-2
       transposed conv, one scale-1 pixel per output pixel) of the matching scale-1
       tiles (half the side and half the halo), then the 3x3 output projection, and
@@ -199,6 +268,9 @@ class PrunedBody(nn.Module):
         if self.tiles[0] % step:
             raise ValueError(f"the scale-0 tile side must be a multiple of {step} (it is halved at each deeper "
                              f"scale that the output tiles reach), got {self.tiles[0]}")
+        if self.tiles[1] % 2:
+            raise ValueError(f"the scale-1 tile side must be even (its guide tiles are gathered at half that side "
+                             f"and upsampled), got {self.tiles[1]}")
         self.motion = deployed.motion
         self.stem = deployed.stem
         self.stem_down = stem_then_down(deployed.stem, deployed.downs[0])
@@ -207,48 +279,67 @@ class PrunedBody(nn.Module):
         self.first_blocks = deployed.encoder[0]
         self.last_blocks = deployed.decoder[0]
         group = pruning.blocks_per_gather
+        # Scale 1 at half the scale-0 side runs on the scale-0 tiles: its input tiles are the
+        # down layer of the scale-0 tiles (their ring included), so it needs no gather.
+        self.fused_scale1 = 2 * self.tiles[1] == self.tiles[0]
+        first_stage = 2 if self.fused_scale1 else 1
         self.encoder = nn.ModuleList(
-            TileStage(deployed.encoder[s], self.tiles[s], group) for s in range(1, self.num_scales)
+            TileStage(deployed.encoder[s], s, self.tiles[s], group) for s in range(first_stage, self.num_scales)
         )
+        self.scale1_encoder = deployed.encoder[1] if self.fused_scale1 else nn.ModuleList()
         # Decoder stages at scales >= 2 keep dense maps; scale 1's runs on the output tiles.
         self.decoder = nn.ModuleList(
-            TileStage(deployed.decoder[s], self.tiles[s], group) for s in range(2, self.num_scales - 1)
+            TileStage(deployed.decoder[s], s, self.tiles[s], group) for s in range(2, self.num_scales - 1)
         )
         self.scale1_blocks = deployed.decoder[1] if self.num_scales > 2 else nn.ModuleList()
         self.proj = deployed.proj
         # The last stage's blocks and the 3x3 projection, rounded up to whole scale-1 pixels.
         self.last_halo = _even(BLOCK_HALO * len(self.last_blocks) + 1)
-        # The first stage's tiles also serve the last: stem (1) + its blocks + the last halo.
-        self.first_halo = 1 + BLOCK_HALO * len(self.first_blocks) + self.last_halo
+        # The scale-1 encoder's halo, in scale-1 pixels, when it runs on the scale-0 tiles.
+        self.scale1_encoder_halo = BLOCK_HALO * len(self.scale1_encoder)
+        # The ring of exact scale-0 features the first stage leaves: the last stage's halo
+        # (the skip) and, doubled, the fused scale-1 encoder's.
+        self.first_ring = max(self.last_halo, 2 * self.scale1_encoder_halo)
+        # The first stage's tiles serve everything at scale 0: stem (1) + its blocks + that ring.
+        self.first_halo = 1 + BLOCK_HALO * len(self.first_blocks) + self.first_ring
         # Scale 1's output tiles: what the last stage's up layer reads, plus scale 1's blocks.
         self.scale1_halo = _even(self.last_halo // 2 + BLOCK_HALO * len(self.scale1_blocks))
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        guide = self.motion.guide(image)
         masks = [scale_mask(mask, s) for s in range(self.num_scales)]
-        guides = [guide_at_scale(guide, s) for s in range(self.num_scales)]
-        tiles = [active_tiles(masks[s], self.tiles[s]) for s in range(self.num_scales)]
-        tile0, halo0, last_halo = self.tiles[0], self.first_halo, self.last_halo
+        guides = GuideTiles(self.motion.guide(image), self.num_scales)
+        tiles = {s: active_tiles(masks[s], self.tiles[s]) for s in range(self.num_scales)
+                 if s != 1 or not self.fused_scale1}
+        tile0, halo0, last_halo, ring = self.tiles[0], self.first_halo, self.last_halo, self.first_ring
 
         def gather0(dense: Tensor) -> Tensor:
             return masked_gather(dense, tiles[0], tile0, halo0)
 
         # Scale 0, encoder: image tiles -> stem -> blocks. Beyond the image the stem's
         # bias is no zero padding: ``inside`` restores it; the blocks keep it (m is 0 there).
-        # x0 keeps the last stage's halo (the skip); the stem's spoilt ring goes at once.
-        blurred, m0, g0 = gather0(image), gather0(masks[0]), gather0(guides[0])
+        # x0 keeps an exact ring of ``ring`` pixels; the stem's spoilt ring goes at once.
+        blurred, m0, g0 = gather0(image), gather0(masks[0]), guides.gather(0, tiles[0], tile0, halo0)
         inside0 = tile_inside(tiles[0], mask, tile0, halo0)
         stem = valid_conv(self.stem, blurred) * centre(inside0, 1)
         x0 = run_blocks(self.first_blocks, stem, *(centre(t, 1) for t in (m0, g0, inside0)))
-        x = masked_scatter(self.stem_down(image), self.downs[0](centre(x0, last_halo)), tiles[0])
+        if self.fused_scale1:
+            # Scale 1, encoder, on the scale-0 tiles: the down layer of x0 and its ring.
+            halo1 = self.scale1_encoder_halo
+            inside1 = tile_inside(tiles[0], masks[1], tile0 // 2, halo1)
+            x1 = self.downs[0](centre(x0, ring - 2 * halo1)) * inside1
+            m1 = F.max_pool2d(centre(m0, halo0 - 2 * halo1), 2)
+            x1 = run_blocks(self.scale1_encoder, x1, m1, guides.gather(1, tiles[0], tile0 // 2, halo1), inside1)
+            x = masked_scatter(self.stem_down(image), x1, tiles[0])
+        else:
+            x = masked_scatter(self.stem_down(image), self.downs[0](centre(x0, ring)), tiles[0])
         skips = []
-        for s, stage in enumerate(self.encoder, start=1):
-            x = stage(x, guides[s], masks[s], tiles[s])
-            if s < self.num_scales - 1:
+        for stage in self.encoder:
+            if stage.scale > 1:
                 skips.append(x)
-                x = self.downs[s](x)
+                x = self.downs[stage.scale - 1](x)
+            x = stage(x, guides, masks[stage.scale], tiles[stage.scale])
         for s in reversed(range(2, self.num_scales - 1)):
-            x = self.decoder[s - 2](self.ups[s](x) + skips[s - 1], guides[s], masks[s], tiles[s])
+            x = self.decoder[s - 2](self.ups[s](x) + skips[s - 1], guides, masks[s], tiles[s])
 
         # Scale 1 on the output tiles (side tile0/2): only they reach the output.
         if self.num_scales == 2:
@@ -262,13 +353,13 @@ class PrunedBody(nn.Module):
             inside1 = tile_inside(tiles[0], masks[1], tile0 // 2, halo1)
             up = self.ups[1](masked_gather(x, tiles[0], tile0 // 4, halo1 // 2))
             x1 = run_blocks(self.scale1_blocks, (up + gather1(skips[0])) * inside1, gather1(masks[1]),
-                            gather1(guides[1]), inside1)
+                            guides.gather(1, tiles[0], tile0 // 2, halo1), inside1)
             x1 = centre(x1, halo1 - BLOCK_HALO * len(self.scale1_blocks) - last_halo // 2)
 
         # Scale 0, decoder: skip tiles + up layer of the scale-1 tiles -> blocks -> projection.
         rings = halo0 - last_halo
         inside, m = centre(inside0, rings), centre(m0, rings)
-        x = (self.ups[0](x1) + x0) * inside
+        x = (self.ups[0](x1) + centre(x0, ring - last_halo)) * inside
         x = run_blocks(self.last_blocks, x, m, centre(g0, rings), inside)
         delta = centre(valid_conv(self.proj, x), last_halo - BLOCK_HALO * len(self.last_blocks) - 1)
         return masked_scatter(image, centre(blurred, halo0) + centre(m, last_halo) * delta, tiles[0])

@@ -9,6 +9,7 @@ import torch
 from factories import perturbed_model
 
 from m2ae.model.config import M2AEConfig
+from m2ae.model.heads import guide_at_scale
 from m2ae.model.network import M2AENet
 from m2ae.model.pruned import (
     DenseGraph,
@@ -16,8 +17,10 @@ from m2ae.model.pruned import (
     PrunedM2AE,
     PruningConfig,
     active_tiles,
+    masked_gather,
     tile_inside,
     tile_occupancy,
+    upsampled_gather,
 )
 from m2ae.model.reparam import deploy_form, fold_branches
 
@@ -145,7 +148,7 @@ def test_pruned_sparse_config_predicted_and_given_masks() -> None:
     check_pruned((model, folded, pruned), image, given)
 
 
-@pytest.mark.parametrize("tiles", [(4,), (4, 4, 2), (8, 4), (12, 16, 3), (32,), (64, 3)])
+@pytest.mark.parametrize("tiles", [(4,), (4, 4, 2), (8, 4), (12, 16, 3), (32,), (64, 6), (8, 2, 5), (12, 6, 3), (16, 8, 8)])
 def test_pruned_matches_dense_for_any_tiling(nets, tiles: tuple[int, ...]) -> None:
     """Tiles smaller than the halo, larger than the map, not dividing H or W: all exact."""
     model, folded, _ = nets
@@ -179,6 +182,12 @@ def test_scale0_tile_that_does_not_halve_is_refused() -> None:
     with pytest.raises(ValueError, match="multiple of 2"):
         PrunedBody(deploy_form(perturbed_model(SPARSE, seed=0)), PruningConfig(tiles=(5,)))
     PrunedBody(deploy_form(perturbed_model(SPARSE, seed=0)), PruningConfig(tiles=(6,)))
+
+
+def test_odd_scale1_tile_is_refused() -> None:
+    """Scale 1 reads the 1/4-resolution guide through tiles of half its side."""
+    with pytest.raises(ValueError, match="scale-1 tile side must be even"):
+        PrunedBody(deploy_form(perturbed_model(SMALL, seed=0)), PruningConfig(tiles=(8, 3)))
 
 
 def test_a_deployed_network_is_taken_as_it_is(nets) -> None:
@@ -276,3 +285,23 @@ def test_tile_inside_matches_definition(height: int, width: int, tile: int, halo
             for j in range(size):
                 y, x = ty * tile - halo + i, tx * tile - halo + j
                 assert got[b, 0, i, j].item() == float(0 <= y < height and 0 <= x < width)
+
+
+@pytest.mark.parametrize(("height", "width", "tile", "halo", "scale"),
+                         [(64, 64, 32, 7, 0), (36, 52, 8, 4, 0), (96, 80, 48, 11, 0), (20, 20, 16, 3, 1),
+                          (40, 72, 16, 4, 1), (12, 8, 4, 9, 1)])
+def test_upsampled_gather_matches_the_gather_of_the_upsampled_guide(height: int, width: int, tile: int, halo: int,
+                                                                     scale: int) -> None:
+    """Equal inside the image, whole tiles and partial ones at the far edges alike, a
+    halo wider than the tile included; beyond the image the values are not used."""
+    factor = 2 ** (2 - scale)
+    coarse = torch.randn(2, 3, height // 4, width // 4, generator=torch.Generator().manual_seed(height + tile))
+    fine = guide_at_scale(coarse, scale)
+    rows, cols = -(-fine.shape[2] // tile), -(-fine.shape[3] // tile)
+    ids = torch.arange(2 * rows * cols, dtype=torch.int32)[::3].contiguous()
+    expected = masked_gather(fine, ids, tile, halo)
+    got = upsampled_gather(coarse, ids, tile, halo, factor)
+    assert got.shape == expected.shape
+    inside = tile_inside(ids, fine, tile, halo)
+    assert inside.sum() > 0
+    assert ((got - expected) * inside).abs().max().item() <= 1e-6
