@@ -26,7 +26,8 @@ def add_pruning_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiles", default=None,
                         help="tile side per U-Net scale, comma-separated; the last repeats for deeper scales "
                         "(default: the preset's, tiny 32,16,16; the scale-0 side must be a multiple of 4, the "
-                        "scale-1 side even; half the scale-0 side runs scale 1 on the scale-0 tiles)")
+                        "scale-1 side even; half the scale-0 side runs scale 1 on the scale-0 tiles, and 1 runs "
+                        "a scale >= 1 on pixel rows)")
     parser.add_argument("--dense-above", type=float, default=None,
                         help="share of active scale-0 tiles (0..1) above which the pruned graphs run the dense "
                         "body instead (default: the preset's, measured with ONNX Runtime on 2 CPU threads; "

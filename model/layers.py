@@ -68,12 +68,18 @@ def centre(x: torch.Tensor, rings: int) -> torch.Tensor:
     return x[..., rings : x.shape[-2] - rings, rings : x.shape[-1] - rings]
 
 
+def plain_conv(layer: nn.Module) -> nn.Conv2d:
+    """The ``nn.Conv2d`` that ``layer`` is: itself, or a folded ``RepConv3x3``'s conv."""
+    conv = layer.conv if isinstance(layer, RepConv3x3) and not layer.rep_branches else layer
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"needs a plain or folded conv (the deploy form), got {type(layer).__name__}")
+    return conv
+
+
 def valid_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``layer`` (an ``nn.Conv2d``, or a folded ``RepConv3x3``) without its padding: one
     ring smaller per side for a 3x3 conv, every output pixel computed from real input."""
-    conv = layer.conv if isinstance(layer, RepConv3x3) and not layer.rep_branches else layer
-    if not isinstance(conv, nn.Conv2d):
-        raise TypeError(f"valid_conv needs a plain or folded conv (the deploy form), got {type(layer).__name__}")
+    conv = plain_conv(layer)
     return F.conv2d(x, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
 
 

@@ -43,6 +43,7 @@ from m2ae.model.checkpoint import LoadedCheckpoint
 from m2ae.model.heads import HEAD_STRIDE, guide_at_scale, hard_mask
 from m2ae.model.layers import centre, valid_conv
 from m2ae.model.network import M2AENet, scale_mask
+from m2ae.model.pixel_rows import RowStage
 from m2ae.model.receptive_field import receptive_field
 from m2ae.model.reparam import deploy_form, stem_then_down
 from m2ae.model_info import ModelInfo
@@ -60,7 +61,8 @@ class PruningConfig:
 
     ``tiles`` holds the tile side per U-Net scale (the last entry repeats for deeper
     scales); a scale-1 side of half the scale-0 side runs the scale-1 encoder on the
-    scale-0 tiles (``PrunedBody``). ``dense_above`` is the share of active scale-0 tiles
+    scale-0 tiles (``PrunedBody``), and a side of 1 at a scale >= 1 runs it on pixel rows
+    (``RowStage``). ``dense_above`` is the share of active scale-0 tiles
     above which the dense body runs instead: measured per backend (``m2ae bench``),
     stored in the exported model's metadata. The defaults are the ``tiny`` preset's.
     """
@@ -87,9 +89,11 @@ class PruningConfig:
 #: tiny at 1024^2, base at 512^2, where a deep 4-block bottleneck pays for a gather per block.
 #: tiny's fused scale 1 (16 = 32/2) took 0.93x the time of 32 at 10% blur (1 thread); for
 #: base, whose two scale-1 blocks widen the scale-0 halo from 11 to 13, it did not pay.
+#: base's pixel rows at scales 2 and 3 (128 and 256 channels) took 0.77x the time of tiles
+#: of 8 there (2 threads); at tiny's 32 and 64 channels rows lose to tiles.
 PRESET_PRUNING: dict[str, PruningConfig] = {
     "tiny": PruningConfig(),
-    "base": PruningConfig(tiles=(48, 16, 8, 8), dense_above=0.3, blocks_per_gather=1),
+    "base": PruningConfig(tiles=(48, 16, 1, 1), dense_above=0.45, blocks_per_gather=1),
 }
 
 
@@ -200,6 +204,10 @@ class GuideTiles:
             return masked_gather(self.deep[scale], tiles, tile, halo)
         return upsampled_gather(self.coarse, tiles, tile, halo, 2 ** (self.coarse_scale - scale))
 
+    def dense(self, scale: int) -> Tensor:
+        """The whole guide map at ``scale`` (what a ``RowStage`` reads)."""
+        return self.deep[scale] if scale in self.deep else guide_at_scale(self.coarse, scale)
+
 
 def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, guide: Tensor, inside: Tensor) -> Tensor:
     """Masked residual blocks on a batch of tiles (features 0 beyond the image).
@@ -268,9 +276,9 @@ class PrunedBody(nn.Module):
         if self.tiles[0] % step:
             raise ValueError(f"the scale-0 tile side must be a multiple of {step} (it is halved at each deeper "
                              f"scale that the output tiles reach), got {self.tiles[0]}")
-        if self.tiles[1] % 2:
+        if self.tiles[1] % 2 and self.tiles[1] != 1:
             raise ValueError(f"the scale-1 tile side must be even (its guide tiles are gathered at half that side "
-                             f"and upsampled), got {self.tiles[1]}")
+                             f"and upsampled) or 1 (pixel rows), got {self.tiles[1]}")
         self.motion = deployed.motion
         self.stem = deployed.stem
         self.stem_down = stem_then_down(deployed.stem, deployed.downs[0])
@@ -284,12 +292,12 @@ class PrunedBody(nn.Module):
         self.fused_scale1 = 2 * self.tiles[1] == self.tiles[0]
         first_stage = 2 if self.fused_scale1 else 1
         self.encoder = nn.ModuleList(
-            TileStage(deployed.encoder[s], s, self.tiles[s], group) for s in range(first_stage, self.num_scales)
+            self._stage(deployed.encoder[s], s, group) for s in range(first_stage, self.num_scales)
         )
         self.scale1_encoder = deployed.encoder[1] if self.fused_scale1 else nn.ModuleList()
         # Decoder stages at scales >= 2 keep dense maps; scale 1's runs on the output tiles.
         self.decoder = nn.ModuleList(
-            TileStage(deployed.decoder[s], s, self.tiles[s], group) for s in range(2, self.num_scales - 1)
+            self._stage(deployed.decoder[s], s, group) for s in range(2, self.num_scales - 1)
         )
         self.scale1_blocks = deployed.decoder[1] if self.num_scales > 2 else nn.ModuleList()
         self.proj = deployed.proj
@@ -305,11 +313,23 @@ class PrunedBody(nn.Module):
         # Scale 1's output tiles: what the last stage's up layer reads, plus scale 1's blocks.
         self.scale1_halo = _even(self.last_halo // 2 + BLOCK_HALO * len(self.scale1_blocks))
 
+    def _stage(self, blocks: nn.ModuleList, scale: int, blocks_per_gather: int) -> nn.Module:
+        """The blocks of a scale >= 1 with their own tiles: pixel rows for a tile side of 1."""
+        if self.tiles[scale] == 1:
+            return RowStage(blocks, scale)
+        return TileStage(blocks, scale, self.tiles[scale], blocks_per_gather)
+
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         masks = [scale_mask(mask, s) for s in range(self.num_scales)]
         guides = GuideTiles(self.motion.guide(image), self.num_scales)
         tiles = {s: active_tiles(masks[s], self.tiles[s]) for s in range(self.num_scales)
-                 if s != 1 or not self.fused_scale1}
+                 if (s != 1 or not self.fused_scale1) and (s == 0 or self.tiles[s] > 1)}
+
+        def run(stage: nn.Module, x: Tensor) -> Tensor:
+            if isinstance(stage, RowStage):
+                return stage(x, guides.dense(stage.scale), masks[stage.scale])
+            return stage(x, guides, masks[stage.scale], tiles[stage.scale])
+
         tile0, halo0, last_halo, ring = self.tiles[0], self.first_halo, self.last_halo, self.first_ring
 
         def gather0(dense: Tensor) -> Tensor:
@@ -337,9 +357,9 @@ class PrunedBody(nn.Module):
             if stage.scale > 1:
                 skips.append(x)
                 x = self.downs[stage.scale - 1](x)
-            x = stage(x, guides, masks[stage.scale], tiles[stage.scale])
+            x = run(stage, x)
         for s in reversed(range(2, self.num_scales - 1)):
-            x = self.decoder[s - 2](self.ups[s](x) + skips[s - 1], guides, masks[s], tiles[s])
+            x = run(self.decoder[s - 2], self.ups[s](x) + skips[s - 1])
 
         # Scale 1 on the output tiles (side tile0/2): only they reach the output.
         if self.num_scales == 2:

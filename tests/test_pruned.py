@@ -11,6 +11,7 @@ from factories import perturbed_model
 from m2ae.model.config import M2AEConfig
 from m2ae.model.heads import guide_at_scale
 from m2ae.model.network import M2AENet
+from m2ae.model.pixel_rows import RowStage
 from m2ae.model.pruned import (
     DenseGraph,
     PrunedBody,
@@ -148,7 +149,7 @@ def test_pruned_sparse_config_predicted_and_given_masks() -> None:
     check_pruned((model, folded, pruned), image, given)
 
 
-@pytest.mark.parametrize("tiles", [(4,), (4, 4, 2), (8, 4), (12, 16, 3), (32,), (64, 6), (8, 2, 5), (12, 6, 3), (16, 8, 8)])
+@pytest.mark.parametrize("tiles", [(4,), (4, 4, 2), (8, 4), (12, 16, 3), (32,), (64, 6), (8, 2, 5), (12, 6, 3), (16, 8, 8), (8, 4, 1), (4, 1)])
 def test_pruned_matches_dense_for_any_tiling(nets, tiles: tuple[int, ...]) -> None:
     """Tiles smaller than the halo, larger than the map, not dividing H or W: all exact."""
     model, folded, _ = nets
@@ -165,7 +166,7 @@ DEEP = M2AEConfig(width=4, num_scales=4, enc_blocks=(2, 2, 2, 4), dec_blocks=(2,
 
 
 @pytest.mark.parametrize("blocks_per_gather", [1, 3])
-@pytest.mark.parametrize("tiles", [(16, 8, 8, 4), (8, 4, 2)])
+@pytest.mark.parametrize("tiles", [(16, 8, 8, 4), (8, 4, 2), (16, 8, 8, 1), (16, 8, 1)])
 def test_pruned_matches_dense_with_several_blocks_per_stage(blocks_per_gather: int, tiles: tuple[int, ...]) -> None:
     """Each block trims its own rings: stages of several blocks, gathered together or one
     by one, still give the dense result, at borders and in a batch of two."""
@@ -305,3 +306,33 @@ def test_upsampled_gather_matches_the_gather_of_the_upsampled_guide(height: int,
     inside = tile_inside(ids, fine, tile, halo)
     assert inside.sum() > 0
     assert ((got - expected) * inside).abs().max().item() <= 1e-6
+
+
+ROW_MASKS = {
+    "empty": torch.zeros(2, 1, 7, 9),
+    "full": torch.ones(2, 1, 7, 9),
+    "one pixel": torch.zeros(2, 1, 7, 9).index_put_((torch.tensor([1]), torch.tensor([0]), torch.tensor([3]),
+                                                     torch.tensor([4])), torch.tensor(1.0)),
+    "corners": edge_mask(7, 9, "corners").repeat(2, 1, 1, 1),
+    "frame": torch.cat([edge_mask(7, 9, "frame"), torch.zeros(1, 1, 7, 9)]),
+    "speckled": random_mask(2, 7, 9, 0.3, seed=8),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROW_MASKS))
+def test_row_stage_matches_the_dense_blocks(case: str) -> None:
+    """Pixel rows give each block's dense result under any mask: none, all, one pixel, the
+    image border, odd sizes, a batch of two whose images differ."""
+    deployed = deploy_form(perturbed_model(DEEP, seed=4))
+    blocks, mask = deployed.encoder[3], ROW_MASKS[case]
+    channels, guide_channels = blocks[0].conv1.out_channels, blocks[0].gamma.in_channels
+    gen = torch.Generator().manual_seed(len(case))
+    x = torch.randn(2, channels, 7, 9, generator=gen)
+    guide = torch.randn(2, guide_channels, 7, 9, generator=gen)
+    expected = x
+    with torch.no_grad():
+        for block in blocks:
+            expected = block(expected, guide, mask)
+        got = RowStage(blocks, scale=3)(x, guide, mask)
+    assert (got - expected).abs().max().item() <= TOL
+    assert torch.equal(got[mask.expand_as(x) == 0], x[mask.expand_as(x) == 0])
