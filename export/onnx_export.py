@@ -33,6 +33,7 @@ from m2ae import __version__
 from m2ae.atomic import check_output_dir, remove_stale_temps, write_bytes
 from m2ae.errors import UserError
 from m2ae.export.compose import compose
+from m2ae.export.precision import keep_sharp_pixels
 from m2ae.graph_io import INPUT_IMAGE, INPUT_MASK, OUTPUT_MASK, OUTPUT_RESTORED
 from m2ae.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from m2ae.model.network import M2AENet
@@ -272,6 +273,8 @@ def export_models(config: ExportConfig) -> list[ExportedModel]:
         if dense is not None:
             models["dense"] = _at_precision(precision, {"dense": dense}, lambda: dense, dense_feeds,
                                             config.progress)["dense"]
+        if precision != "fp32":
+            models = {variant: keep_sharp_pixels(model) for variant, model in models.items()}
         for variant in config.variants:
             steps.set_postfix_str(f"{variant} {precision}")
             metadata = _metadata(loaded, variant, precision, config)

@@ -2,7 +2,8 @@
 
 * fp16 (onnxconverter-common): weights and activations in float16, I/O kept float32,
   and the blur-mask head with its softmax and threshold kept in float32 so the mask
-  does not flip on rounding.
+  does not flip on rounding. ``keep_sharp_pixels`` then hands back the float32 input
+  wherever the float16 body left a pixel unchanged.
 * int8: the fp16 graph with Q/DQ pairs in front of the Conv, ConvTranspose and MatMul
   layers outside the mask path, in the form TensorRT runs as int8 layers (its
   "explicit quantization"; docs/design.md section 4): symmetric int8 (zero point 0);
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from m2ae.graph_io import INPUT_IMAGE, OUTPUT_RESTORED
 
 MASK_HEAD_SCOPE = "/mask_head/"
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul")
@@ -160,6 +163,31 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         )
     _drop_float16_round_trips(converted, float32_outputs)
     return converted
+
+
+def keep_sharp_pixels(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (float16 or int8 inside, float32 I/O) returning the float32 input, bit for
+    bit, wherever its body left a pixel unchanged; in place, and returned.
+
+    Inside, the image is float16, so an unchanged (sharp) pixel leaves as the input
+    rounded to float16. The output becomes ``Where(out == float(half(image)), image, out)``:
+    sharp pixels are the input again, as in the float32 graph, and a restored pixel that
+    happens to equal its rounded input (a change below float16's resolution) takes the
+    input too. Four elementwise ops on the output, whatever the variant.
+    """
+    graph = model.graph
+    body = f"{OUTPUT_RESTORED}_body"
+    for node in graph.node:
+        node.input[:] = [body if name == OUTPUT_RESTORED else name for name in node.input]
+        node.output[:] = [body if name == OUTPUT_RESTORED else name for name in node.output]
+    graph.node.extend([
+        helper.make_node("Cast", [INPUT_IMAGE], ["sharp/image_half"], name="sharp/image_half", to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["sharp/image_half"], ["sharp/image_rounded"], name="sharp/image_rounded",
+                         to=TensorProto.FLOAT),
+        helper.make_node("Equal", [body, "sharp/image_rounded"], ["sharp/unchanged"], name="sharp/unchanged"),
+        helper.make_node("Where", ["sharp/unchanged", INPUT_IMAGE, body], [OUTPUT_RESTORED], name="sharp/restored"),
+    ])
+    return model
 
 
 @dataclass(frozen=True)

@@ -488,6 +488,24 @@ def test_reduced_precision_with_mask_input(exported: Exported) -> None:
         assert psnr(out.restored, ref.restored) >= INT8_MIN_PSNR
 
 
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_precision_returns_sharp_pixels_bit_for_bit(exported: Exported, precision: str) -> None:
+    """A mask small enough for the tiled body (one 32x32 tile in four), and one that takes
+    the dense body: the float16 body rounds the image it reads, yet every sharp pixel
+    comes out as it went in, in every variant."""
+    image = images(2, 64, 64, seed=11)
+    small = np.zeros((2, 1, 64, 64), dtype=np.float32)
+    small[0, :, 10:16, 12:20] = small[1, :, 40:44, 50:53] = 1.0
+    for mask in (small, masks(2, 64, 64, 0.3, seed=12)):
+        sharp = np.broadcast_to(mask == 0, image.shape)
+        for variant in VARIANTS:
+            out = exported.engine(variant, precision, True).infer(image, mask)
+            np.testing.assert_array_equal(out.restored[sharp], image[sharp])
+            assert not np.array_equal(out.restored, image), f"{variant}: the masked pixels should change"
+    rounded = image.astype(np.float16).astype(np.float32)
+    assert not np.array_equal(rounded[sharp], image[sharp]), "the test image must not be float16-exact"
+
+
 # ---- user mistakes -----------------------------------------------------------------------
 
 
