@@ -136,17 +136,24 @@ def _inside_axis(cell: Tensor, tile: int, halo: int, limit: Tensor) -> Tensor:
     return (positions >= 0) & (positions < limit)
 
 
+def tile_cells(tiles: Tensor, like: Tensor, tile: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(image, ty, tx) of each tile id (int64) and the grid's ``rows`` and ``cols``, on the tile
+    grid of ``like`` [N,C,H,W]; its sizes are read as tensors so the exported graph keeps
+    H and W dynamic."""
+    rows = (like.shape[2] + tile - 1) // tile
+    cols = (like.shape[3] + tile - 1) // tile
+    ids = tiles.long()
+    return ids // (rows * cols), (ids // cols) % rows, ids % cols, rows, cols
+
+
 def tile_inside(tiles: Tensor, like: Tensor, tile: int, halo: int) -> Tensor:
     """[B, 1, S, S] float: 1 where a gathered tile pixel lies inside the image ``like`` [N,C,H,W].
 
-    Computed from the tile ids alone (no gather); ``like``'s sizes are read as tensors
-    so the exported graph keeps H and W dynamic.
+    Computed from the tile ids alone (no gather).
     """
-    height, width = like.shape[2], like.shape[3]
-    rows, cols = (height + tile - 1) // tile, (width + tile - 1) // tile
-    ids = tiles.long()
-    inside_y = _inside_axis((ids // cols) % rows, tile, halo, height)
-    inside_x = _inside_axis(ids % cols, tile, halo, width)
+    _, ty, tx, _, _ = tile_cells(tiles, like, tile)
+    inside_y = _inside_axis(ty, tile, halo, like.shape[2])
+    inside_x = _inside_axis(tx, tile, halo, like.shape[3])
     return (inside_y.unsqueeze(2) & inside_x.unsqueeze(1)).unsqueeze(1).to(like.dtype)
 
 
@@ -174,10 +181,7 @@ def upsampled_gather(coarse: Tensor, tiles: Tensor, tile: int, halo: int, factor
     coarse_halo = _coarse_halo(tile, halo, factor)
     pad_tiles = -(-coarse_halo // coarse_tile)
     padded = F.pad(coarse, [pad_tiles * coarse_tile] * 4, mode="replicate")
-    rows = (coarse.shape[2] + coarse_tile - 1) // coarse_tile
-    cols = (coarse.shape[3] + coarse_tile - 1) // coarse_tile
-    ids = tiles.long()
-    image, ty, tx = ids // (rows * cols), (ids // cols) % rows, ids % cols
+    image, ty, tx, rows, cols = tile_cells(tiles, coarse, coarse_tile)
     padded_cols = cols + 2 * pad_tiles
     moved = (image * (rows + 2 * pad_tiles) + ty + pad_tiles) * padded_cols + tx + pad_tiles
     window = masked_gather(padded, moved.to(torch.int32), coarse_tile, coarse_halo)
@@ -344,12 +348,13 @@ class PrunedBody(nn.Module):
         x0 = run_blocks(self.first_blocks, stem, *(centre(t, 1) for t in (m0, g0, inside0)))
         if self.fused_scale1:
             # Scale 1, encoder, on the scale-0 tiles: the down layer of x0 and its ring.
-            halo1 = self.scale1_encoder_halo
-            inside1 = tile_inside(tiles[0], masks[1], tile0 // 2, halo1)
-            x1 = self.downs[0](centre(x0, ring - 2 * halo1)) * inside1
-            m1 = F.max_pool2d(centre(m0, halo0 - 2 * halo1), 2)
-            x1 = run_blocks(self.scale1_encoder, x1, m1, guides.gather(1, tiles[0], tile0 // 2, halo1), inside1)
-            x = masked_scatter(self.stem_down(image), x1, tiles[0])
+            enc_halo = self.scale1_encoder_halo
+            enc_inside = tile_inside(tiles[0], masks[1], tile0 // 2, enc_halo)
+            enc_x = self.downs[0](centre(x0, ring - 2 * enc_halo)) * enc_inside
+            enc_m = F.max_pool2d(centre(m0, halo0 - 2 * enc_halo), 2)
+            enc_x = run_blocks(self.scale1_encoder, enc_x, enc_m, guides.gather(1, tiles[0], tile0 // 2, enc_halo),
+                               enc_inside)
+            x = masked_scatter(self.stem_down(image), enc_x, tiles[0])
         else:
             x = masked_scatter(self.stem_down(image), self.downs[0](centre(x0, ring)), tiles[0])
         skips = []
