@@ -61,8 +61,8 @@ class ConvMaskHead(nn.Module):
     convs bring it to 1/4, two more convs follow, and ``context`` levels of a coarse
     branch (a stride-2 conv and a conv each, 4/3 the channels) are added back through a
     1x1 conv. Trained alone (224k training crops, 14 CPU minutes), it reached
-    held-out mask IoU 0.33 against 0.27 for the plain unshuffle head (docs/design.md,
-    section 1). With 24 channels and 2 levels: about 2.3k MACs per pixel.
+    held-out mask IoU 0.33 against 0.27 for the plain unshuffle head (docs/training.md,
+    section 2). With 24 channels and 2 levels: about 2.3k MACs per pixel.
     """
 
     def __init__(self, in_channels: int, channels: int, context: int = 0) -> None:

@@ -71,7 +71,7 @@ class TrainConfig:
     #: synthetic data: up to this many moving objects per sample. At the generator's 3 (sides
     #: 0.2-0.5 of a 96-pixel crop) 6% of a crop is blurred, and the restorer learns from nothing
     #: else; 8 objects of 0.3-0.6 blur 17%, and 1500 steps under ground-truth gates reached
-    #: the in-mask gain that 8000 steps of the default scenes had (docs/design.md)
+    #: the in-mask gain that 8000 steps of the default scenes had (docs/training.md)
     moving_objects: int = 3
     #: synthetic data: object sides as a fraction of the crop side (low, high)
     object_size: tuple[float, float] = (0.2, 0.5)

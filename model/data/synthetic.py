@@ -117,7 +117,7 @@ class SyntheticConfig:
     #: Gaussian blur of 0.5-3 px, over the whole frame or faded in through a smooth random
     #: depth map, so softness alone is no sign of motion. Such pixels are identical in the
     #: pair, so the mask stays exact. At 0.5 the conv mask head trained alone did worse on
-    #: the held-out set (IoU 0.28 against 0.33; docs/design.md). 0 keeps every sample as it was.
+    #: the held-out set (IoU 0.28 against 0.33; docs/training.md). 0 keeps every sample as it was.
     defocus: float = 0.0
     #: chance that the background is a procedural dead-leaves scene (overlapping shapes at
     #: every scale, see :func:`_dead_leaves`) instead of a crop of a bundled picture: the 14
