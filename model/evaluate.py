@@ -6,7 +6,9 @@ LMD-ViT reports it: the squared error averaged over masked pixels only), and the
 precision and recall of the predicted mask against the annotated one. Two ablations:
 ``zero_guide`` runs the body with the motion analyser's features zeroed (what the
 guide is worth), and ``annotated_gate`` gates the body with the annotated mask instead
-of the predicted one (what the restorer is worth with a perfect mask head).
+of the predicted one (what the restorer is worth with a perfect mask head). The exact
+annotated mask also tells the restorer where the blur ends, which no predicted mask
+does; ``annotated_dilation`` widens it by a few pixels to take that hint away.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy.ndimage import binary_dilation
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
@@ -79,6 +82,11 @@ def restore(model: M2AENet, blurred: np.ndarray, device: str | torch.device = "c
     return np.clip(restored, 0.0, 1.0), mask
 
 
+def _dilated(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """``mask`` [H,W] bool dilated by a square of radius ``pixels`` (as ``mask_dilation`` does)."""
+    return binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=pixels) if pixels else mask
+
+
 def evaluate(
     model: M2AENet,
     samples: Iterable[Mapping[str, np.ndarray | None]],
@@ -87,14 +95,20 @@ def evaluate(
     total: int | None = None,
     zero_guide: bool = False,
     annotated_gate: bool = False,
+    annotated_dilation: int = 0,
 ) -> EvalResult:
     """Score ``model`` (its own predicted mask as gate) on CHW ``blurred``/``sharp`` pairs.
 
     Each sample may carry a ``mask`` [1,H,W] or [H,W]; masked metrics and the IoU use
     the samples that have one (the IoU over the union of all of them). With
-    ``annotated_gate`` that mask is the gate (every sample needs one; the mask scores
-    are then 1).
+    ``annotated_gate`` that mask, dilated by ``annotated_dilation`` pixels (a square of
+    that radius), is the gate (every sample needs one; the mask scores then score that
+    gate, all 1 without dilation).
     """
+    if annotated_dilation < 0:
+        raise UserError(f"the annotated mask's dilation must be >= 0 pixels, got {annotated_dilation}")
+    if annotated_dilation and not annotated_gate:
+        raise UserError("a dilation of the annotated mask needs the annotated-mask ablation")
     model.eval()
     psnr, psnr_b, ssim, ssim_b, psnr_m, psnr_mb = [], [], [], [], [], []
     inter = union = predicted = positives = 0
@@ -106,7 +120,8 @@ def evaluate(
         gt_mask = None if gt is None else np.asarray(gt).reshape(sharp.shape[-2:]) > 0.5
         if annotated_gate and gt_mask is None:
             raise UserError("the annotated-mask ablation needs pairs with a blur mask")
-        restored, pred_mask = restore(model, blurred, device, zero_guide, gt_mask if annotated_gate else None)
+        gate_mask = _dilated(gt_mask, annotated_dilation) if annotated_gate else None
+        restored, pred_mask = restore(model, blurred, device, zero_guide, gate_mask)
         psnr.append(peak_signal_noise_ratio(sharp, restored, data_range=1.0))
         psnr_b.append(peak_signal_noise_ratio(sharp, blurred, data_range=1.0))
         ssim.append(_ssim(restored, sharp))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from factories import one_torch_thread
 from PIL import Image
-from skimage.metrics import structural_similarity
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from m2ae.cli import main
 from m2ae.errors import UserError
@@ -189,6 +189,37 @@ def test_annotated_gate_restores_under_the_annotated_mask(rng: np.random.Generat
         evaluate(model, make_samples(rng, 1, with_mask=False), progress=False, annotated_gate=True)
 
 
+def test_annotated_gate_dilation_widens_the_gate_by_a_square(rng: np.random.Generator) -> None:
+    """With a dilation of k pixels the gate is the annotated mask grown by a (2k+1)^2
+    square: the restorer then works on the sharp ring around the box too, and the mask
+    scores score that gate (recall 1, precision below 1)."""
+    model = wake_blocks(force_mask(randomised_tiny(6), True))
+    samples = make_samples(rng, 2, h=33, w=27)
+    result = evaluate(model, samples, progress=False, annotated_gate=True, annotated_dilation=2)
+    assert result.mask_recall == 1.0 and result.mask_precision < 1.0
+    assert result.psnr != evaluate(model, samples, progress=False, annotated_gate=True).psnr
+    mask = samples[0]["mask"][0] > 0.5
+    ys, xs = np.nonzero(mask)
+    grown = np.zeros_like(mask)
+    grown[max(ys.min() - 2, 0):ys.max() + 3, max(xs.min() - 2, 0):xs.max() + 3] = True
+    restored, gate = restore(model, samples[0]["blurred"], gate_mask=grown)
+    single = evaluate(model, samples[:1], progress=False, annotated_gate=True, annotated_dilation=2)
+    assert single.mask_precision == pytest.approx(mask.sum() / grown.sum())
+    assert single.psnr == pytest.approx(peak_signal_noise_ratio(samples[0]["sharp"], restored, data_range=1.0))
+    blurred = samples[0]["blurred"]
+    assert np.array_equal(restored[:, ~grown], blurred[:, ~grown])
+    assert np.abs(restored[:, grown & ~mask] - blurred[:, grown & ~mask]).max() > 1e-3
+
+
+def test_annotated_gate_dilation_is_refused_when_it_means_nothing(rng: np.random.Generator) -> None:
+    model = randomised_tiny(7)
+    samples = make_samples(rng, 1)
+    with pytest.raises(UserError, match="dilation"):
+        evaluate(model, samples, progress=False, annotated_gate=True, annotated_dilation=-1)
+    with pytest.raises(UserError, match="annotated-mask ablation"):
+        evaluate(model, samples, progress=False, annotated_dilation=2)
+
+
 def test_samples_without_masks_leave_masked_metrics_undefined(rng: np.random.Generator) -> None:
     result = evaluate(M2AENet(get_preset("tiny")), make_samples(rng, 2, with_mask=False), progress=False)
     assert result.num_images == 2 and result.num_masked_images == 0
@@ -261,6 +292,19 @@ def test_cli_eval_annotated_mask(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert rc == 0
     data = strict_json(capsys.readouterr().out)
     assert data["mask_iou"] == 1.0 and data["mask_precision"] == 1.0
+
+
+def test_cli_eval_annotated_mask_dilation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = str(fresh_checkpoint(tmp_path / "tiny.pt"))
+    rc = main(["eval", "--checkpoint", ckpt, "--num-images", "2", "--size", "64", "--annotated-mask",
+               "--annotated-mask-dilation", "2", "--no-progress"])
+    assert rc == 0
+    data = strict_json(capsys.readouterr().out)
+    assert data["mask_recall"] == 1.0 and data["mask_precision"] < 1.0
+    for extra in (["--annotated-mask-dilation", "2"], ["--annotated-mask", "--annotated-mask-dilation", "-1"]):
+        assert main(["eval", "--checkpoint", ckpt, "--num-images", "1", "--size", "32", "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--annotated-mask-dilation" in err[0], err
 
 
 def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
