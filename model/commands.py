@@ -172,10 +172,6 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.data == "synthetic" and args.num_images <= 0:
         raise UserError(f"--num-images must be positive, got {args.num_images}")
-    if args.annotated_mask_dilation < 0:
-        raise UserError(f"--annotated-mask-dilation must be >= 0, got {args.annotated_mask_dilation}")
-    if args.annotated_mask_dilation and not args.annotated_mask:
-        raise UserError("--annotated-mask-dilation dilates the gate of --annotated-mask; add --annotated-mask")
     if args.json:
         check_output_file(args.json, "--json")
     loaded = load_checkpoint(args.checkpoint)

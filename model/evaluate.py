@@ -19,13 +19,12 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.ndimage import binary_dilation
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
 from m2ae.errors import UserError
 from m2ae.imageio import rgb_panel
-from m2ae.model.heads import blur_probability, gate_morphology
+from m2ae.model.heads import blur_probability, dilate, gate_morphology
 from m2ae.model.network import GATE_PREDICTED, M2AENet
 from m2ae.padding import crop_to, pad_to_multiple
 
@@ -82,11 +81,6 @@ def restore(model: M2AENet, blurred: np.ndarray, device: str | torch.device = "c
     return np.clip(restored, 0.0, 1.0), mask
 
 
-def _dilated(mask: np.ndarray, pixels: int) -> np.ndarray:
-    """``mask`` [H,W] bool dilated by a square of radius ``pixels`` (as ``mask_dilation`` does)."""
-    return binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=pixels) if pixels else mask
-
-
 def evaluate(
     model: M2AENet,
     samples: Iterable[Mapping[str, np.ndarray | None]],
@@ -106,9 +100,9 @@ def evaluate(
     gate, all 1 without dilation).
     """
     if annotated_dilation < 0:
-        raise UserError(f"the annotated mask's dilation must be >= 0 pixels, got {annotated_dilation}")
+        raise UserError(f"--annotated-mask-dilation must be 0 or more, got {annotated_dilation}")
     if annotated_dilation and not annotated_gate:
-        raise UserError("a dilation of the annotated mask needs the annotated-mask ablation")
+        raise UserError("--annotated-mask-dilation grows the gate of the annotated-mask ablation: add --annotated-mask")
     model.eval()
     psnr, psnr_b, ssim, ssim_b, psnr_m, psnr_mb = [], [], [], [], [], []
     inter = union = predicted = positives = 0
@@ -120,7 +114,9 @@ def evaluate(
         gt_mask = None if gt is None else np.asarray(gt).reshape(sharp.shape[-2:]) > 0.5
         if annotated_gate and gt_mask is None:
             raise UserError("the annotated-mask ablation needs pairs with a blur mask")
-        gate_mask = _dilated(gt_mask, annotated_dilation) if annotated_gate else None
+        gate_mask = None
+        if annotated_gate:
+            gate_mask = dilate(torch.from_numpy(gt_mask)[None, None].float(), annotated_dilation)[0, 0].numpy() > 0.5
         restored, pred_mask = restore(model, blurred, device, zero_guide, gate_mask)
         psnr.append(peak_signal_noise_ratio(sharp, restored, data_range=1.0))
         psnr_b.append(peak_signal_noise_ratio(sharp, blurred, data_range=1.0))
